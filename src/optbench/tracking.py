@@ -1,0 +1,167 @@
+"""MLflow naming, tagging and run lifecycle in one place.
+
+Every optbench run is an MLflow run whose parameters are the flattened resolved config (dot-separated
+keys such as optimizer.lr), so any two runs line up column for column in the MLflow UI. The run is
+created before training and always ends in a final state: FINISHED (tag optbench.outcome = completed
+or diverged), FAILED, or KILLED; never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+import optbench
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TAG_PREFIX = "optbench."
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI with a relative SQLite path made absolute (DVC may run stages elsewhere)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def _artifact_root(uri: str) -> str | None:
+    # Keep artifacts next to a SQLite store, not in whatever directory the first run started in.
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if it does not exist yet."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_root(client.tracking_uri))
+    except MlflowException:  # another process created it in the meantime
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as {dotted.key: value}, lists kept whole ("[0.9, 0.999]")."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def run_params(cfg: DictConfig) -> dict[str, str]:
+    """Parameters logged for a run: the flattened config without file paths that differ per machine."""
+    skip = {"metrics_path", "logger.tracking_uri", "data.root"}
+    return {key: str(value) for key, value in flatten(cfg).items() if key not in skip}
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
+
+
+def git_state(path: Path | None = None) -> tuple[str, bool]:
+    """(commit, dirty) of the checkout holding `path` (default: optbench's own source), or ("unknown", False)."""
+    cwd = path or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(status.strip())
+
+
+def device_description(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def run_tags(cfg: DictConfig, data_fingerprint: str) -> dict[str, str]:
+    commit, dirty = git_state()
+    return {
+        "mlflow.source.git.commit": commit,
+        TAG_PREFIX + "git_commit": commit,
+        TAG_PREFIX + "git_dirty": str(dirty).lower(),
+        TAG_PREFIX + "data_fingerprint": data_fingerprint,
+        TAG_PREFIX + "version": optbench.__version__,
+        TAG_PREFIX + "device": device_description(cfg.trainer.accelerator),
+        TAG_PREFIX + "outcome": "running",
+    }
+
+
+class TrackedRun:
+    """An MLflow run opened by `tracked_run`; `logger` is handed to Lightning's Trainer."""
+
+    def __init__(self, client: MlflowClient, run_id: str, experiment_name: str) -> None:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        self.client, self.run_id = client, run_id
+        self.logger = MLFlowLogger(
+            experiment_name=experiment_name, tracking_uri=client.tracking_uri, run_id=run_id, log_model=False
+        )
+        self.outcome = "completed"
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, value, step=step)
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig, data_fingerprint: str) -> Iterator[TrackedRun]:
+    """Create the run (params, tags, config artifacts), yield it, and always give it a final status."""
+    client = MlflowClient(resolve_tracking_uri(cfg.logger.tracking_uri))
+    run = client.create_run(
+        experiment_id(client, cfg.experiment), run_name=run_name(cfg), tags=run_tags(cfg, data_fingerprint)
+    )
+    tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
+    try:
+        params = [Param(k, v) for k, v in run_params(cfg).items()]
+        for start in range(0, len(params), 100):  # MLflow's batch limit
+            client.log_batch(run.info.run_id, params=params[start : start + 100])
+        tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        if HydraConfig.initialized():
+            overrides = HydraConfig.get().overrides.task
+            tracked.log_text(OmegaConf.to_yaml(list(overrides)), "overrides.yaml")
+        yield tracked
+    except KeyboardInterrupt:
+        _terminate(client, run.info.run_id, "KILLED", "killed")
+        raise
+    except BaseException:
+        _terminate(client, run.info.run_id, "FAILED", "failed")
+        raise
+    else:
+        _terminate(client, run.info.run_id, "FINISHED", tracked.outcome)
+
+
+def _terminate(client: MlflowClient, run_id: str, status: str, outcome: str) -> None:
+    client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + "outcome", outcome)])
+    client.set_terminated(run_id, status)

@@ -1,0 +1,146 @@
+"""optbench-train: one training run, configured by Hydra, tracked in MLflow.
+
+    optbench-train optimizer=sgd optimizer.lr=0.1 scheduler=cosine seed=3
+    optbench-train -m optimizer=sgd,adam,adamw seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import DictConfig, OmegaConf
+
+from optbench.config import validate
+from optbench.data import TensorDataModule, load_dataset
+from optbench.errors import OptbenchError
+from optbench.models import build_model, num_parameters
+from optbench.module import OptbenchModule
+from optbench.tracking import TrackedRun, tracked_run
+
+log = logging.getLogger("optbench")
+# Lightning 2.6 calls a torch API that torch 2.15 deprecated; nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train one model as `cfg` says, test it, and return the final metrics (also in metrics.json)."""
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_dataset(cfg.data)
+    log.info("Data: %s, %d/%d/%d train/val/test examples", data.name, len(data.train), len(data.val), len(data.test))
+
+    full_batch = cfg.optimizer.get("full_batch", False)
+    batch_size = len(data.train) if full_batch else cfg.batch_size
+    datamodule = TensorDataModule(data, batch_size, seed=cfg.seed, augment=cfg.data.get("augment", False))
+    model = build_model(cfg.model, data)
+    log.info("Model: %s, %d parameters", cfg.model.name, num_parameters(model))
+    module = OptbenchModule(
+        model,
+        cfg.optimizer,
+        cfg.scheduler,
+        num_classes=data.num_classes,
+        loss_scale=cfg.loss_scale,
+        optimum=data.optimum,
+    )
+    log.info("Optimizer: %s, lr %s; scheduler: %s", cfg.optimizer.name, cfg.optimizer.lr, cfg.scheduler.name)
+
+    with _tracking(cfg, data.fingerprint) as run:
+        trainer = build_trainer(cfg, run)
+        trainer.fit(module, datamodule=datamodule)
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        metrics["steps"] = float(trainer.global_step)
+        trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
+        metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+        diverged = metrics.get("train/diverged", 0.0) > 0
+        if run is not None:
+            run.outcome = "diverged" if diverged else "completed"
+            run.log_metrics({"steps": metrics["steps"]}, step=trainer.global_step)
+            metrics["run_id"] = run.run_id  # type: ignore[assignment]
+    if diverged:
+        log.warning("The loss became NaN or infinite: the run stopped and is recorded as diverged.")
+    if rank_zero_only.rank == 0:
+        write_json(cfg.metrics_path, metrics)
+    return metrics
+
+
+def _tracking(cfg: DictConfig, fingerprint: str):
+    # Only rank 0 owns the MLflow run; other ranks (re-launched by strategy=ddp or SLURM) log nothing.
+    if cfg.logger.name == "mlflow" and rank_zero_only.rank == 0:
+        return tracked_run(cfg, fingerprint)
+    return nullcontext(None)
+
+
+def build_trainer(cfg: DictConfig, run: TrackedRun | None) -> L.Trainer:
+    """Lightning's Trainer from the trainer, precision, strategy and logger groups."""
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    precision, plugins = cfg.precision.name, []
+    if precision == "16-mixed" and options["accelerator"] == "cpu":
+        # Lightning would silently turn 16-mixed into bf16-mixed on CPU; torch has real fp16 autocast and a
+        # GradScaler there, so hand Lightning that plugin and keep the run what it says it is.
+        precision, plugins = None, [MixedPrecision("16-mixed", device="cpu")]
+    strategy = cfg.strategy
+    if strategy.name in ("ddp", "ddp_spawn"):
+        strategy_obj = DDPStrategy(
+            start_method="spawn" if strategy.name == "ddp_spawn" else "popen",
+            process_group_backend=strategy.process_group_backend,
+            find_unused_parameters=strategy.find_unused_parameters,
+        )
+    else:
+        strategy_obj = strategy.name
+    if run is not None:
+        logger = run.logger
+    elif cfg.logger.name == "csv":
+        logger = CSVLogger(save_dir=str(Path(cfg.metrics_path).parent), name="csv")
+    else:
+        logger = False
+    return L.Trainer(
+        **options,
+        precision=precision,
+        plugins=plugins,
+        strategy=strategy_obj,
+        devices=strategy.devices,
+        num_nodes=strategy.num_nodes,
+        logger=logger,
+    )
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write atomically, so a crash never leaves a half-written file for DVC to pick up."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(target)
+
+
+def fail(err: Exception) -> None:
+    """Report a user error as one paragraph on stderr and exit with status 2."""
+    print(f"optbench: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except (OptbenchError, MisconfigurationException) as err:
+        fail(err)
+    return metrics.get("val/acc_best", metrics.get("val/loss"))
+
+
+if __name__ == "__main__":
+    main()
