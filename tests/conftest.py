@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,18 +37,22 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def make_cfg(tmp_path: Path, tracking_uri: str, request: pytest.FixtureRequest) -> Callable[..., DictConfig]:
+def make_cfg(
+    tmp_path: Path, tracking_uri: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., DictConfig]:
     """Compose a config shrunk for CPU tests: trainer=fast, the session's MLflow store, output in tmp_path.
 
     Each test logs to its own MLflow experiment, named after the test.
     """
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # how users point optbench at a store
+    experiment = re.sub(r"[^\w.-]+", "_", request.node.name)  # [params] would break the override grammar
+
     def make(*overrides: str) -> DictConfig:
         base = [
             "trainer=fast",
-            f"logger.tracking_uri={tracking_uri}",
             f"metrics_path={tmp_path / 'metrics.json'}",
-            f"experiment={request.node.name}",
+            f"experiment={experiment}",
         ]
         return compose_config(*base, *overrides)
 

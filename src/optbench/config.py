@@ -119,6 +119,11 @@ def _check_precision(cfg: DictConfig) -> None:
 
 def _check_strategy(cfg: DictConfig) -> None:
     name = cfg.strategy.name
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu) needs a CUDA GPU, and torch sees none on "
+            "this machine. Use trainer=cpu (the default), or check the GPU driver and the CUDA build of torch."
+        )
     _require(name in STRATEGIES, f"Unknown strategy '{name}'. Valid strategies: {', '.join(STRATEGIES)}.")
     accelerator = cfg.trainer.accelerator
     if name == "fsdp" and (accelerator == "cpu" or not torch.cuda.is_available()):

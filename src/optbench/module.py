@@ -20,7 +20,7 @@ class OptbenchModule(L.LightningModule):
     """Trains `model` with the configured optimizer and schedule and logs what optbench compares.
 
     Metric names (the same for every run, so MLflow can put runs side by side):
-    train/loss, train/lr, train/grad_norm, train/diverged, train/samples_per_sec, train/dist_to_opt
+    train/loss, train/lr, train/grad_norm, train/diverged, train/steps, train/samples_per_sec, train/dist_to_opt
     (regression), val/loss, val/acc, val/acc_best, test/loss, test/acc, time/train_s,
     optimizer/state_bytes, optimizer/state_to_param_ratio, amp/loss_scale, amp/skipped_steps (fp16).
     """
@@ -126,6 +126,7 @@ class OptbenchModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("train/samples_per_sec", self._clock.epoch_throughput(), sync_dist=False)
         self.log("train/diverged", float(self.diverged))
+        self.log("train/steps", float(self.global_step))  # read back by train(), also from spawned ranks
         optimizer = self.trainer.optimizers[0]
         param_bytes = sum(p.numel() * p.element_size() for p in self.parameters())
         self.log("optimizer/state_bytes", float(state_bytes(optimizer)))

@@ -7,12 +7,14 @@ classes; the run's length is filled in from the trainer so a config never hard-c
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from pytorch_optimizer.base.exception import NegativeLRError
 from torch import nn
 from torch.optim import Optimizer, lr_scheduler
 
@@ -61,9 +63,21 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
 
 def check_optimizer(cfg: DictConfig) -> None:
     """Build the optimizer on a dummy parameter, so its own argument checks run before any training."""
+    cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
+    signature = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+        # pytorch-optimizer's constructors swallow unknown keywords (**kwargs): a misspelt setting would be
+        # silently ignored, so check names against the signature here.
+        known = {n for n, p in signature.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigError(
+                f"optimizer={cfg.name} has no setting {', '.join(unknown)}. "
+                f"Its settings are: {', '.join(sorted(known - {'self', 'params'}))}."
+            )
     try:
-        optimizer_class(cfg)([nn.Parameter(torch.zeros(2, 2))], **optimizer_kwargs(cfg))
-    except (TypeError, ValueError) as err:
+        cls([nn.Parameter(torch.zeros(2, 2))], **kwargs)
+    except (TypeError, ValueError, NegativeLRError) as err:  # pytorch-optimizer's NegativeLRError is no ValueError
         raise ConfigError(f"optimizer={cfg.name} rejects its settings: {err}.") from None
 
 

@@ -62,13 +62,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer = build_trainer(cfg, run)
         trainer.fit(module, datamodule=datamodule)
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
-        metrics["steps"] = float(trainer.global_step)
         trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
         diverged = metrics.get("train/diverged", 0.0) > 0
         if run is not None:
             run.outcome = "diverged" if diverged else "completed"
-            run.log_metrics({"steps": metrics["steps"]}, step=trainer.global_step)
             metrics["run_id"] = run.run_id  # type: ignore[assignment]
     if diverged:
         log.warning("The loss became NaN or infinite: the run stopped and is recorded as diverged.")

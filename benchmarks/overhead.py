@@ -1,0 +1,359 @@
+"""How much does optbench (Hydra + Lightning + metrics) cost over a hand-written PyTorch loop?
+
+    .venv/bin/python benchmarks/overhead.py                       # cnn on mnist5k, 3 epochs x 3 repeats
+    .venv/bin/python benchmarks/overhead.py --epochs 4 --repeats 5 --model mlp --data digits
+
+Three loops train the same model (optbench.models.build_model on the same composed config), on the same
+tensors (optbench.data.load_dataset), with the same optimizer (optbench.optim.build_optimizer), batch size,
+seed, batch order, number of optimizer steps and torch.use_deterministic_algorithms setting:
+
+* plain     -- per epoch: randperm, one gather x[perm], slice batches, forward, loss, zero_grad, backward,
+               step. The reference: what optbench's in-memory IndexBatches does, minus Lightning.
+* optbench  -- optbench.train.train(cfg) itself, with logger=none and no progress bar. Its training time
+               comes from optbench's own clock (RunClock, validation excluded), split into epochs at
+               each on_train_epoch_start, so Lightning's work between epochs is counted too.
+* loader    -- the naive alternative to slicing: DataLoader(TensorDataset(x, y), shuffle=True).
+
+The first epoch of every run is a warm-up and is left out (with --epochs 1 it is kept); a warm-up run of
+each loop precedes the measurements. The loops run interleaved, in rotating order, --repeats times, and the
+medians are compared as ratios, because on a shared machine absolute seconds drift from minute to minute.
+
+    overhead ratio = plain seconds / optbench seconds   (1.0 = no overhead; 0.95 = optbench 5% slower)
+    loader ratio   = plain seconds / loader seconds     (how much slower per-sample DataLoader batching is)
+
+It is a benchmark, not a test: it exits 0 whatever the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import optbench.module
+import optbench.train
+from optbench.data import Dataset, load_dataset
+from optbench.models import build_model
+from optbench.optim import build_optimizer
+
+GOAL = 0.95
+console = Console(highlight=False)
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml composed as optbench-train would (the same steps as tests/conftest.py)."""
+    with initialize_config_dir(config_dir=optbench.train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def benchmark_config(args: argparse.Namespace, out_dir: Path) -> DictConfig:
+    return compose_config(
+        [
+            f"model={args.model}",
+            f"data={args.data}",
+            f"optimizer={args.optimizer}",
+            "scheduler=constant",
+            "precision=32-true",
+            "strategy=auto",
+            "trainer=cpu",
+            "logger=none",
+            "batch_size=128",
+            f"seed={args.seed}",
+            f"trainer.max_epochs={args.epochs}",
+            "trainer.enable_progress_bar=false",
+            f"metrics_path={out_dir / 'metrics.json'}",
+            *args.override,
+        ]
+    )
+
+
+def check_supported(cfg: DictConfig) -> None:
+    """The plain loops reproduce the default training path only; refuse what they would not match."""
+    problems = []
+    if cfg.trainer.accelerator != "cpu":
+        problems.append(f"trainer.accelerator={cfg.trainer.accelerator} (the loops run on CPU)")
+    if cfg.trainer.accumulate_grad_batches != 1 or cfg.trainer.gradient_clip_val is not None:
+        problems.append("gradient accumulation or clipping")
+    if cfg.optimizer.get("full_batch", False) or cfg.optimizer.name == "lbfgs":
+        problems.append(f"optimizer={cfg.optimizer.name} (closure / full batch)")
+    if cfg.scheduler.name != "constant" or cfg.precision.name != "32-true" or cfg.strategy.name != "auto":
+        problems.append("a scheduler, precision or strategy other than constant / 32-true / auto")
+    if cfg.data.get("augment", False):
+        problems.append("data.augment=true")
+    if cfg.trainer.limit_train_batches is not None or cfg.trainer.max_steps not in (-1, None):
+        problems.append("trainer.limit_train_batches / max_steps")
+    if problems:
+        sys.exit("overhead.py compares the default training path only; unsupported: " + "; ".join(problems))
+
+
+# --- the loops ----------------------------------------------------------------------------------------
+
+
+class Result:
+    """Epoch durations (seconds, training only), optimizer steps and the last batch's training loss."""
+
+    def __init__(self, epoch_seconds: list[float], steps: int, samples_per_epoch: int, last_loss: float):
+        self.epoch_seconds, self.steps = epoch_seconds, steps
+        self.samples_per_epoch, self.last_loss = samples_per_epoch, last_loss
+
+    @property
+    def measured(self) -> list[float]:
+        """The epochs that count: all but the first (warm-up), unless there is only one."""
+        return self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.measured)
+
+    @property
+    def samples_per_sec(self) -> float:
+        return self.samples_per_epoch * len(self.measured) / self.seconds
+
+
+def prepare(cfg: DictConfig) -> tuple[Dataset, nn.Module, torch.optim.Optimizer, nn.Module]:
+    """Seed, data, model, optimizer and loss in the order optbench.train.train creates them."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))  # what Trainer(deterministic=...) sets
+    data = load_dataset(cfg.data)
+    model = build_model(cfg.model, data)
+    model.train()
+    optimizer = build_optimizer(cfg.optimizer, model)
+    criterion = nn.MSELoss() if data.is_regression else nn.CrossEntropyLoss()
+    return data, model, optimizer, criterion
+
+
+def normalizer(data: Dataset) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-batch uint8 -> float normalization TensorDataModule applies (identity for embedded data)."""
+    if not data.mean:
+        return lambda x: x
+    mean, std = torch.tensor(data.mean).view(-1, 1, 1), torch.tensor(data.std).view(-1, 1, 1)
+    return lambda x: (x.float().div(255) - mean) / std
+
+
+def run_plain(cfg: DictConfig) -> Result:
+    data, model, optimizer, criterion = prepare(cfg)
+    normalize, batch_size = normalizer(data), cfg.batch_size
+    x_all, y_all, n = data.train.x, data.train.y, len(data.train)
+    generator = torch.Generator().manual_seed(cfg.seed)  # IndexBatches' batch order
+    epoch_seconds, steps, loss = [], 0, torch.tensor(float("nan"))
+    for _ in range(cfg.trainer.max_epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(n, generator=generator)
+        x, y = x_all[perm], y_all[perm]
+        for i in range(0, n, batch_size):
+            xb, yb = normalize(x[i : i + batch_size]), y[i : i + batch_size]
+            loss = criterion(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        epoch_seconds.append(time.perf_counter() - start)
+    return Result(epoch_seconds, steps, n, loss.item())
+
+
+def run_loader(cfg: DictConfig) -> Result:
+    data, model, optimizer, criterion = prepare(cfg)
+    normalize = normalizer(data)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        TensorDataset(data.train.x, data.train.y), batch_size=cfg.batch_size, shuffle=True, generator=generator
+    )
+    epoch_seconds, steps, loss = [], 0, torch.tensor(float("nan"))
+    for _ in range(cfg.trainer.max_epochs):
+        start = time.perf_counter()
+        for xb, yb in loader:
+            loss = criterion(model(normalize(xb)), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        epoch_seconds.append(time.perf_counter() - start)
+    return Result(epoch_seconds, steps, len(data.train), loss.item())
+
+
+class EpochMarks:
+    """Reads optbench's own training clock at every epoch start (instrumentation only, no behaviour change).
+
+    RunClock.start_epoch stores train_seconds() at the epoch's start; consecutive marks and the final
+    time/train_s split the run's training time (validation excluded) into epochs.
+    """
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+        self._original = optbench.module.RunClock.start_epoch
+
+    def __enter__(self) -> EpochMarks:
+        original, marks = self._original, self.marks
+
+        def start_epoch(clock: optbench.module.RunClock) -> None:
+            original(clock)
+            marks.append(clock._epoch_elapsed_at_start)
+
+        optbench.module.RunClock.start_epoch = start_epoch
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        optbench.module.RunClock.start_epoch = self._original
+
+
+def run_optbench(cfg: DictConfig) -> Result:
+    with EpochMarks() as clock:
+        metrics = optbench.train.train(copy.deepcopy(cfg))
+    total = metrics["time/train_s"]
+    boundaries = [*clock.marks, total]
+    epoch_seconds = [b - a for a, b in zip(boundaries, boundaries[1:])]
+    steps = metrics.get("train/steps", metrics.get("steps", math.nan))  # the key's name changed over time
+    return Result(epoch_seconds, int(steps), train_size(cfg), metrics.get("train/loss", math.nan))
+
+
+_TRAIN_SIZES: dict[str, int] = {}
+
+
+def train_size(cfg: DictConfig) -> int:
+    key = str(cfg.data)
+    if key not in _TRAIN_SIZES:
+        _TRAIN_SIZES[key] = len(load_dataset(cfg.data).train)
+    return _TRAIN_SIZES[key]
+
+
+LOOPS: dict[str, Callable[[DictConfig], Result]] = {"plain": run_plain, "optbench": run_optbench, "loader": run_loader}
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def quiet() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "optbench"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every loop (default 3)")
+    parser.add_argument("--model", default="cnn", help="model option (default cnn)")
+    parser.add_argument("--data", default="mnist5k", help="data option (default mnist5k)")
+    parser.add_argument("--optimizer", default="adamw", help="optimizer option (default adamw)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-loader", action="store_true", help="skip the DataLoader(TensorDataset) loop")
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.repeats < 1:
+        parser.error("--epochs and --repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet()
+    with tempfile.TemporaryDirectory(prefix="optbench-overhead-") as tmp:
+        cfg = benchmark_config(args, Path(tmp))
+        check_supported(cfg)
+        loops = [name for name in LOOPS if not (args.no_loader and name == "loader")]
+        console.print(
+            f"[bold]optbench overhead[/]: model={cfg.model.name} data={cfg.data.name} optimizer={cfg.optimizer.name} "
+            f"batch_size={cfg.batch_size} epochs={args.epochs} (first is warm-up) repeats={args.repeats} "
+            f"deterministic={cfg.trainer.deterministic} torch threads={torch.get_num_threads()} "
+            f"cpus={os.cpu_count()}"
+        )
+        warmup = copy.deepcopy(cfg)
+        with open_dict(warmup):
+            warmup.trainer.max_epochs = 1
+        for name in loops:
+            LOOPS[name](warmup)
+
+        results: dict[str, list[Result]] = {name: [] for name in loops}
+        for r in range(args.repeats):
+            order = loops[r % len(loops) :] + loops[: r % len(loops)]  # rotate, so no loop always goes first
+            for name in order:
+                results[name].append(LOOPS[name](cfg))
+            line = "  ".join(f"{name} {results[name][-1].seconds:6.2f}s" for name in loops)
+            console.print(f"repeat {r + 1}/{args.repeats}: {line}")
+
+    report(results, args)
+    return 0
+
+
+def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
+    plain = results["plain"]
+    median_s = {name: statistics.median(r.seconds for r in runs) for name, runs in results.items()}
+    # Each repeat's ratio from runs measured seconds apart, then the median: robust to drifting load.
+    ratios = {
+        name: statistics.median(p.seconds / o.seconds for p, o in zip(plain, runs)) for name, runs in results.items()
+    }
+    measured_epochs = len(plain[0].measured)
+
+    table = Table(title=f"training time of epochs {'2' if measured_epochs < args.epochs else '1'}..{args.epochs}")
+    table.add_column("loop")
+    table.add_column("median s", justify="right")
+    table.add_column("samples/s", justify="right")
+    table.add_column("ratio to plain", justify="right")
+    table.add_column("steps/run", justify="right")
+    table.add_column("last train loss", justify="right")
+    table.add_column("per-repeat s", justify="right")
+    labels = {
+        "plain": "plain (sliced tensors)",
+        "optbench": "optbench train()",
+        "loader": "DataLoader(TensorDataset)",
+    }
+    for name, runs in results.items():
+        samples = runs[0].samples_per_epoch * measured_epochs
+        table.add_row(
+            labels[name],
+            f"{median_s[name]:.3f}",
+            f"{samples / median_s[name]:,.0f}",
+            f"{ratios[name]:.3f}",
+            str(runs[0].steps),
+            f"{runs[-1].last_loss:.6f}",
+            " ".join(f"{r.seconds:.2f}" for r in runs),
+        )
+    console.print(table)
+
+    opt = results["optbench"]
+    if opt[0].steps != plain[0].steps:
+        console.print(f"[red]warning: optbench ran {opt[0].steps} steps, plain {plain[0].steps}[/]")
+    same = opt[-1].last_loss == plain[-1].last_loss
+    console.print(
+        "same computation check (last training loss, optbench vs plain): "
+        + ("identical" if same else f"[yellow]differs ({opt[-1].last_loss!r} vs {plain[-1].last_loss!r})[/]")
+    )
+    if "loader" in results:
+        console.print(f"loader ratio (DataLoader(TensorDataset) / plain throughput): {ratios['loader']:.2f}")
+    status = "[green]ok[/]" if ratios["optbench"] >= GOAL else "[red]below goal[/]"
+    console.print(
+        f"overhead ratio (optbench / plain throughput): {ratios['optbench']:.2f}  (goal >= {GOAL})  {status}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
