@@ -234,7 +234,7 @@ def run_optbench(cfg: DictConfig) -> Result:
     total = metrics["time/train_s"]
     boundaries = [*clock.marks, total]
     epoch_seconds = [b - a for a, b in zip(boundaries, boundaries[1:])]
-    steps = metrics.get("train/steps", metrics.get("steps", math.nan))  # the key's name changed over time
+    steps = metrics.get("train/steps", metrics.get("steps", -1))  # the key's name changed over time
     return Result(epoch_seconds, int(steps), train_size(cfg), metrics.get("train/loss", math.nan))
 
 
@@ -313,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     plain = results["plain"]
     median_s = {name: statistics.median(r.seconds for r in runs) for name, runs in results.items()}
-    # Each repeat's ratio from runs measured seconds apart, then the median: robust to drifting load.
-    ratios = {
-        name: statistics.median(p.seconds / o.seconds for p, o in zip(plain, runs)) for name, runs in results.items()
-    }
+    ratios = {name: median_s["plain"] / seconds for name, seconds in median_s.items()}
+    # The same ratio within each repeat (runs seconds apart): its range shows how noisy the machine was.
+    paired = {name: [p.seconds / r.seconds for p, r in zip(plain, runs)] for name, runs in results.items()}
     measured_epochs = len(plain[0].measured)
+    steps_per_epoch = plain[0].steps // len(plain[0].epoch_seconds)
 
     first = 2 if measured_epochs < args.epochs else 1
     table = Table(title=f"training time of epochs {first}..{args.epochs}, median of {args.repeats} repeats")
@@ -325,6 +325,7 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     table.add_column("seconds", justify="right")
     table.add_column("samples/s", justify="right")
     table.add_column("ratio to plain", justify="right")
+    table.add_column("per repeat", justify="right")
     table.add_column("steps", justify="right")
     table.add_column("last loss", justify="right")
     for name, runs in results.items():
@@ -334,23 +335,29 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
             f"{median_s[name]:.3f}",
             f"{samples / median_s[name]:,.0f}",
             f"{ratios[name]:.3f}",
+            f"{min(paired[name]):.2f}-{max(paired[name]):.2f}",
             str(runs[0].steps),
             f"{runs[-1].last_loss:.6f}",
         )
     console.print(table)
+    console.print(
+        "ratio to plain = plain seconds / loop seconds (medians); plain = sliced in-memory tensors, "
+        "loader = DataLoader(TensorDataset(x, y), shuffle=True)"
+    )
 
     opt = results["optbench"]
     if opt[0].steps != plain[0].steps:
-        console.print(f"[red]warning: optbench ran {opt[0].steps} steps, plain {plain[0].steps}[/]")
+        console.print(f"[red]warning: optbench ran {opt[0].steps} optimizer steps, plain {plain[0].steps}[/]")
     same = opt[-1].last_loss == plain[-1].last_loss
     console.print(
-        "same computation check (last training loss, optbench vs plain): "
+        "same computation (last training loss, optbench vs plain): "
         + ("identical" if same else f"[yellow]differs ({opt[-1].last_loss!r} vs {plain[-1].last_loss!r})[/]")
     )
-    console.print(
-        "ratio to plain = plain seconds / loop seconds, per repeat, median; "
-        "plain = sliced in-memory tensors, loader = DataLoader(TensorDataset, shuffle=True)"
+    extra_ms = statistics.median(
+        (o.seconds - p.seconds) / (steps_per_epoch * measured_epochs) * 1e3 for p, o in zip(plain, opt)
     )
+    plain_ms = median_s["plain"] / (steps_per_epoch * measured_epochs) * 1e3
+    console.print(f"optbench overhead per optimizer step: {extra_ms:+.2f} ms (plain step: {plain_ms:.2f} ms)")
     if "loader" in results:
         console.print(f"loader ratio (DataLoader(TensorDataset) / plain throughput): {ratios['loader']:.2f}")
     status = "[green]ok[/]" if ratios["optbench"] >= GOAL else "[red]below goal[/]"

@@ -1,0 +1,35 @@
+# Two commands do everything:
+#   make repro   set up (virtualenv + install) and run the main job: dvc repro on the embedded dataset
+#   make test    set up and run the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export DVC_NO_ANALYTICS := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test test-fast benchmark clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: setup
+	@git rev-parse --git-dir >/dev/null 2>&1 || git init --quiet
+	@[ -d .dvc ] || $(BIN)/dvc init --quiet
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+benchmark: setup
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf outputs multirun lightning_logs
