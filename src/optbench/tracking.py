@@ -2,7 +2,7 @@
 
 Every optbench run is an MLflow run whose parameters are the flattened resolved config (dot-separated
 keys such as optimizer.lr), so any two runs line up column for column in the MLflow UI. The run is
-created before training and always ends in a final state: FINISHED (tag optbench.outcome = completed
+created before training and always ends in a final state: FINISHED (tag optbench.outcome = completed,
 or diverged), FAILED, or KILLED; never left RUNNING.
 """
 
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from hydra.core.hydra_config import HydraConfig
 from mlflow.entities import Param, RunTag
@@ -136,12 +137,16 @@ class TrackedRun:
 
 
 @contextmanager
-def tracked_run(cfg: DictConfig, data_fingerprint: str) -> Iterator[TrackedRun]:
-    """Create the run (params, tags, config artifacts), yield it, and always give it a final status."""
+def tracked_run(
+    cfg: DictConfig, data_fingerprint: str, extra_tags: dict[str, str] | None = None
+) -> Iterator[TrackedRun]:
+    """Create the run (params, tags, config artifacts), yield it, and always give it a final status.
+
+    `extra_tags` may hold "mlflow.parentRunId" to nest the run under another (a tuning study's).
+    """
     client = MlflowClient(resolve_tracking_uri(cfg.logger.tracking_uri))
-    run = client.create_run(
-        experiment_id(client, cfg.experiment), run_name=run_name(cfg), tags=run_tags(cfg, data_fingerprint)
-    )
+    tags = {**run_tags(cfg, data_fingerprint), **(extra_tags or {})}
+    run = client.create_run(experiment_id(client, cfg.experiment), run_name=run_name(cfg), tags=tags)
     tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
     try:
         params = [Param(k, v) for k, v in run_params(cfg).items()]
@@ -154,6 +159,9 @@ def tracked_run(cfg: DictConfig, data_fingerprint: str) -> Iterator[TrackedRun]:
         yield tracked
     except KeyboardInterrupt:
         _terminate(client, run.info.run_id, "KILLED", "killed")
+        raise
+    except optuna.TrialPruned:  # stopped early by the tuner's pruner: an orderly end, not a crash
+        _terminate(client, run.info.run_id, "FINISHED", "pruned")
         raise
     except BaseException:
         _terminate(client, run.info.run_id, "FAILED", "failed")

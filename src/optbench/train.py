@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -18,14 +19,15 @@ import hydra
 import lightning.pytorch as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from optbench.config import validate
-from optbench.data import TensorDataModule, load_dataset
-from optbench.errors import OptbenchError
+from optbench.data import Dataset, TensorDataModule, load_dataset
+from optbench.errors import ConfigError, OptbenchError
 from optbench.models import build_model, num_parameters
 from optbench.module import OptbenchModule
 from optbench.tracking import TrackedRun, tracked_run
@@ -36,30 +38,19 @@ warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train one model as `cfg` says, test it, and return the final metrics (also in metrics.json)."""
+def train(
+    cfg: DictConfig, *, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Train one model as `cfg` says, test it, and return the final metrics (also in metrics.json).
+
+    `callbacks` join the Trainer's (the tuner passes Optuna's pruning callback); `tags` join the MLflow
+    run's (the tuner makes each trial a child of its study's run).
+    """
+    cfg = apply_best(cfg)
     validate(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = load_dataset(cfg.data)
-    log.info("Data: %s, %d/%d/%d train/val/test examples", data.name, len(data.train), len(data.val), len(data.test))
-
-    full_batch = cfg.optimizer.get("full_batch", False)
-    batch_size = len(data.train) if full_batch else cfg.batch_size
-    datamodule = TensorDataModule(data, batch_size, seed=cfg.seed, augment=cfg.data.get("augment", False))
-    model = build_model(cfg.model, data)
-    log.info("Model: %s, %d parameters", cfg.model.name, num_parameters(model))
-    module = OptbenchModule(
-        model,
-        cfg.optimizer,
-        cfg.scheduler,
-        num_classes=data.num_classes,
-        loss_scale=cfg.loss_scale,
-        optimum=data.optimum,
-    )
-    log.info("Optimizer: %s, lr %s; scheduler: %s", cfg.optimizer.name, cfg.optimizer.lr, cfg.scheduler.name)
-
-    with _tracking(cfg, data.fingerprint) as run:
-        trainer = build_trainer(cfg, run)
+    data, datamodule, module = build_components(cfg)
+    with _tracking(cfg, data.fingerprint, tags) as run:
+        trainer = build_trainer(cfg, run, callbacks)
         trainer.fit(module, datamodule=datamodule)
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
         trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
@@ -75,14 +66,56 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _tracking(cfg: DictConfig, fingerprint: str):
+def build_components(cfg: DictConfig) -> tuple[Dataset, TensorDataModule, OptbenchModule]:
+    """Seed, then build the data split, its data module and the LightningModule that `cfg` describes."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_dataset(cfg.data)
+    log.info("Data: %s, %d/%d/%d train/val/test examples", data.name, len(data.train), len(data.val), len(data.test))
+    batch_size = len(data.train) if cfg.optimizer.get("full_batch", False) else cfg.batch_size
+    datamodule = TensorDataModule(data, batch_size, seed=cfg.seed, augment=cfg.data.get("augment", False))
+    model = build_model(cfg.model, data)
+    log.info("Model: %s, %d parameters", cfg.model.name, num_parameters(model))
+    module = OptbenchModule(
+        model,
+        cfg.optimizer,
+        cfg.scheduler,
+        num_classes=data.num_classes,
+        loss_scale=cfg.loss_scale,
+        optimum=data.optimum,
+    )
+    log.info("Optimizer: %s, lr %s; scheduler: %s", cfg.optimizer.name, cfg.optimizer.lr, cfg.scheduler.name)
+    return data, datamodule, module
+
+
+def _tracking(cfg: DictConfig, fingerprint: str, tags: dict[str, str] | None):
     # Only rank 0 owns the MLflow run; other ranks (re-launched by strategy=ddp or SLURM) log nothing.
     if cfg.logger.name == "mlflow" and rank_zero_only.rank == 0:
-        return tracked_run(cfg, fingerprint)
+        return tracked_run(cfg, fingerprint, tags)
     return nullcontext(None)
 
 
-def build_trainer(cfg: DictConfig, run: TrackedRun | None) -> L.Trainer:
+def apply_best(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the best settings of a tuning study (best=path/to/best.json) filled in."""
+    if not cfg.get("best"):
+        return cfg
+    path = Path(cfg.best)
+    try:
+        best = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"best={cfg.best}: cannot read the tuning result ({err}).") from None
+    if best.get("optimizer") != cfg.optimizer.name:
+        raise ConfigError(
+            f"best={cfg.best} holds settings tuned for optimizer={best.get('optimizer')}, but this run uses "
+            f"optimizer={cfg.optimizer.name}. Pass the matching best.json, or the matching optimizer."
+        )
+    cfg = cfg.copy()
+    for key, value in best["best_params"].items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    log.info("Tuned settings from %s: %s", path, best["best_params"])
+    return cfg
+
+
+def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """Lightning's Trainer from the trainer, precision, strategy and logger groups."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision, plugins = cfg.precision.name, []
@@ -113,6 +146,7 @@ def build_trainer(cfg: DictConfig, run: TrackedRun | None) -> L.Trainer:
         devices=strategy.devices,
         num_nodes=strategy.num_nodes,
         logger=logger,
+        callbacks=list(callbacks),
     )
 
 
