@@ -142,11 +142,13 @@ def tracked_run(
 ) -> Iterator[TrackedRun]:
     """Create the run (params, tags, config artifacts), yield it, and always give it a final status.
 
-    `extra_tags` may hold "mlflow.parentRunId" to nest the run under another (a tuning study's).
+    `extra_tags` may hold "mlflow.parentRunId" to nest the run under another (a tuning study's) and
+    "mlflow.runName" to replace the default name.
     """
     client = MlflowClient(resolve_tracking_uri(cfg.logger.tracking_uri))
     tags = {**run_tags(cfg, data_fingerprint), **(extra_tags or {})}
-    run = client.create_run(experiment_id(client, cfg.experiment), run_name=run_name(cfg), tags=tags)
+    name = tags.pop("mlflow.runName", None) or run_name(cfg)
+    run = client.create_run(experiment_id(client, cfg.experiment), run_name=name, tags=tags)
     tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
     try:
         params = [Param(k, v) for k, v in run_params(cfg).items()]

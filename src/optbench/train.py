@@ -32,7 +32,7 @@ from optbench.models import build_model, num_parameters
 from optbench.module import OptbenchModule
 from optbench.tracking import TrackedRun, tracked_run
 
-log = logging.getLogger("optbench")
+log = logging.getLogger("optbench.train")
 # Lightning 2.6 calls a torch API that torch 2.15 deprecated; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -1,0 +1,480 @@
+"""optbench-lr-find and optbench-bs-find: Lightning's Tuner on the run that optbench-train would train.
+
+    optbench-lr-find optimizer=adamw               # learning-rate range test: lr_find.png, lr_find.json
+    optbench-bs-find trainer=gpu model=resnet18 data=cifar10   # largest batch that fits: batch_size_find.json
+
+Both take every group and override of optbench-train (conf/find.yaml includes conf/train.yaml) plus the
+`find` node, build the same data, model and optimizer as a training run, and log one MLflow run (tag
+optbench.kind = lr_find or batch_size_find) that always ends FINISHED, FAILED or KILLED. The Tuner's own
+trial fits log nothing: their Trainer has no logger.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.tuner import Tuner
+from mlflow.entities import Metric
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.optim import LBFGS
+
+from optbench.config import validate
+from optbench.data import IndexBatches, TensorDataModule
+from optbench.errors import ConfigError, OptbenchError
+from optbench.optim import optimizer_class
+from optbench.tracking import TrackedRun, tracked_run
+from optbench.train import CONFIG_DIR, apply_best, build_components, build_trainer, fail, write_json
+
+log = logging.getLogger("optbench")
+
+KIND_TAG = "optbench.kind"
+LR_MODES = ("exponential", "linear")
+BATCH_SIZE_MODES = ("power", "binsearch")
+# Lightning's suggestion skips the first 10 and the last recorded step and needs 2 points in between.
+MIN_LR_STEPS = 13
+
+
+# --- checks, before any data is loaded or any MLflow run is created ------------------------------------
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: object, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_single_process(cfg: DictConfig, what: str) -> None:
+    s = cfg.strategy
+    if s.name != "auto" or s.devices != 1 or s.num_nodes != 1:
+        raise ConfigError(
+            f"{what} runs in one process, and strategy={s.name} with strategy.devices={s.devices}, "
+            f"strategy.num_nodes={s.num_nodes} asks for several (Lightning's Tuner does not support distributed "
+            "strategies). Run it with strategy=auto (the default); under DDP each process sees batch_size "
+            "examples per step, so for a DDP run's effective batch pass batch_size=<devices x batch_size>."
+        )
+
+
+def check_lr_find(cfg: DictConfig) -> None:
+    """Raise ConfigError for a `find` node or a run that the learning-rate range test cannot handle."""
+    f = cfg.find
+    if issubclass(optimizer_class(cfg.optimizer), LBFGS):
+        raise ConfigError(
+            f"optimizer={cfg.optimizer.name} cannot be range-tested: the LR range test takes one step per batch "
+            "at a learning rate that grows from step to step and reads the loss after each, but L-BFGS takes up "
+            "to optimizer.max_iter inner iterations per step with a line search, so its lr is a step-length "
+            "scale and the curve would say nothing about a learning rate. Keep L-BFGS at optimizer.lr=1 with "
+            "its line search, or run the range test with another optimizer."
+        )
+    _check_single_process(cfg, "The LR range test")
+    _require(
+        _is_number(f.min_lr) and f.min_lr > 0, f"find.min_lr must be a positive number, got {f.min_lr!r}."
+    )
+    _require(
+        _is_number(f.max_lr) and f.max_lr > f.min_lr,
+        f"find.max_lr must be a number larger than find.min_lr ({f.min_lr}), got {f.max_lr!r}.",
+    )
+    _require(
+        _is_count(f.num_training, MIN_LR_STEPS),
+        f"find.num_training must be an integer of at least {MIN_LR_STEPS}, got {f.num_training!r}: the "
+        "suggestion skips the first 10 and the last step of the curve and needs two points in between.",
+    )
+    _require(f.mode in LR_MODES, f"find.mode must be one of {', '.join(LR_MODES)}, got {f.mode!r}.")
+    _require(
+        f.early_stop_threshold is None or (_is_number(f.early_stop_threshold) and f.early_stop_threshold > 1),
+        "find.early_stop_threshold must be a number above 1 (stop once the smoothed loss exceeds that many times "
+        f"its best) or null (never stop early), got {f.early_stop_threshold!r}.",
+    )
+
+
+def check_batch_size_find(cfg: DictConfig) -> None:
+    """Raise ConfigError for a `find.batch_size` node or a run that the batch-size finder cannot handle."""
+    b = cfg.find.batch_size
+    if cfg.optimizer.get("full_batch", False):
+        raise ConfigError(
+            f"optimizer={cfg.optimizer.name} runs full batch (optimizer.full_batch=true): every step sees the "
+            "whole training split, so there is no batch size to find. Set optimizer.full_batch=false to find "
+            "the largest mini-batch that fits."
+        )
+    _check_single_process(cfg, "The batch-size finder")
+    _require(b.mode in BATCH_SIZE_MODES, f"find.batch_size.mode must be power or binsearch, got {b.mode!r}.")
+    for key in ("steps_per_trial", "init_val", "max_trials"):
+        _require(_is_count(b[key]), f"find.batch_size.{key} must be a positive integer, got {b[key]!r}.")
+    _require(
+        _is_count(b.max_val) and b.max_val > b.init_val,
+        f"find.batch_size.max_val must be an integer larger than find.batch_size.init_val ({b.init_val}), "
+        f"got {b.max_val!r}.",
+    )
+    _require(
+        _is_number(b.margin) and 0 <= b.margin < 1,
+        f"find.batch_size.margin must be a fraction in [0, 1), got {b.margin!r}.",
+    )
+
+
+# --- shared pieces ---------------------------------------------------------------------------------------
+
+
+def _tracking(cfg: DictConfig, fingerprint: str, kind: str):
+    # Like optbench-train: MLflow only with logger=mlflow (the default); the finders run in one process.
+    if cfg.logger.name == "mlflow":
+        return tracked_run(cfg, fingerprint, {KIND_TAG: kind})
+    return nullcontext(None)
+
+
+def _tuner_trainer(cfg: DictConfig, output_dir: Path, **trainer_options: Any) -> L.Trainer:
+    """build_trainer's Trainer for the Tuner's trial fits: no logger, no checkpoints, temp files in output_dir."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.logger = {"name": "none"}  # the Tuner's fits must not log (nor open MLflow runs)
+        cfg.trainer.update(
+            default_root_dir=str(output_dir),  # Lightning saves (and removes) a checkpoint of the start here
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            **trainer_options,
+        )
+    return build_trainer(cfg, None)
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _log_results(run: TrackedRun | None, metrics: dict[str, float], files: list[Path]) -> None:
+    if run is None:
+        return
+    run.log_metrics(metrics, step=0)
+    for path in files:
+        run.client.log_artifact(run.run_id, str(path))
+
+
+# --- learning-rate range test ----------------------------------------------------------------------------
+
+
+def lr_find(cfg: DictConfig) -> dict[str, Any]:
+    """Run the LR range test that `cfg` describes; return (and write to lr_find.json) what it found.
+
+    The result holds `suggestion` (the learning rate where the smoothed training loss falls fastest, or
+    None when the curve has too few finite points), the `lr` and `loss` arrays, and the paths written.
+    """
+    cfg = apply_best(cfg)
+    validate(cfg)
+    check_lr_find(cfg)
+    f = cfg.find
+    output_dir = Path(f.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data, datamodule, module = build_components(cfg)
+    with _tracking(cfg, data.fingerprint, "lr_find") as run:
+        # No validation (check_val_every_n_epoch beyond the last epoch): the test reads training losses only.
+        # Enough epochs for num_training steps even when an epoch is a single batch; the run's own
+        # scheduler is built at this length and then replaced by the test's growing learning rate.
+        trainer = _tuner_trainer(
+            cfg,
+            output_dir,
+            max_epochs=f.num_training,
+            max_steps=f.num_training,
+            check_val_every_n_epoch=f.num_training + 1,
+        )
+        finder = Tuner(trainer).lr_find(
+            module,
+            datamodule=datamodule,
+            min_lr=float(f.min_lr),
+            max_lr=float(f.max_lr),
+            num_training=f.num_training,
+            mode=f.mode,
+            early_stop_threshold=f.early_stop_threshold,
+            update_attr=False,
+        )
+        if finder is None:  # Lightning skips the test under fast_dev_run
+            raise ConfigError(
+                "Lightning skipped the LR range test because trainer.fast_dev_run is set; remove it."
+            )
+        lrs = [float(lr) for lr in finder.results["lr"]]
+        losses = [float(loss) for loss in finder.results["loss"]]
+        suggestion = finder.suggestion()
+        suggestion = None if suggestion is None else float(suggestion)
+        stopped_early = len(lrs) < f.num_training
+        plot_path = output_dir / "lr_find.png"
+        _save_lr_plot(finder, cfg, suggestion, plot_path)
+        result: dict[str, Any] = {
+            "optimizer": cfg.optimizer.name,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "batch_size": datamodule.batch_size,
+            "suggestion": suggestion,
+            "min_lr": float(f.min_lr),
+            "max_lr": float(f.max_lr),
+            "num_training": f.num_training,
+            "mode": f.mode,
+            "early_stop_threshold": f.early_stop_threshold,
+            "steps": len(lrs),
+            "stopped_early": stopped_early,
+            "lr": lrs,
+            # smoothed training loss (times loss_scale) after each step; NaN/inf (diverged) as null
+            "loss": [_finite_or_none(loss) for loss in losses],
+            "plot": str(plot_path),
+            "json": str(output_dir / "lr_find.json"),
+            "run_id": run.run_id if run is not None else None,
+        }
+        write_json(output_dir / "lr_find.json", result)
+        if run is not None:
+            metrics = {"lr_find/steps": float(len(lrs))}
+            if suggestion is not None:
+                metrics["lr_find/suggestion"] = suggestion
+            _log_results(run, metrics, [plot_path, output_dir / "lr_find.json"])
+            curve = [
+                Metric(key, value, 0, step)
+                for step, (lr, loss) in enumerate(zip(lrs, losses))
+                for key, value in (("lr_find/lr", lr), ("lr_find/loss", loss))
+                if math.isfinite(value)
+            ]
+            for start in range(0, len(curve), 1000):  # MLflow's batch limit
+                run.client.log_batch(run.run_id, metrics=curve[start : start + 1000])
+    return result
+
+
+def _save_lr_plot(finder: Any, cfg: DictConfig, suggestion: float | None, path: Path) -> None:
+    # A Figure on the Agg canvas, not pyplot: no GUI backend, no global state, nothing left open.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    finder.plot(suggest=True, ax=ax)
+    ax.set_ylabel("Training loss (smoothed)")
+    verdict = f"suggested lr {suggestion:.3g}" if suggestion is not None else "no suggestion"
+    ax.set_title(
+        f"LR range test: {cfg.optimizer.name}, {cfg.model.name} on {cfg.data.name}, batch {cfg.batch_size}: "
+        f"{verdict}",
+        fontsize=10,
+    )
+    if suggestion is not None:
+        ax.axvline(suggestion, color="red", linestyle="--", linewidth=0.8)
+    fig.savefig(path, dpi=120)
+
+
+# --- batch-size finder -----------------------------------------------------------------------------------
+
+
+class _SizedTensorDataModule(TensorDataModule):
+    """TensorDataModule whose training batches tell Lightning the split they slice (as `.dataset`).
+
+    Lightning's batch-size finder stops doubling once a batch holds the whole dataset, which it learns from
+    the loader's `dataset`; IndexBatches has none, and without it the finder would keep "succeeding" with
+    ever larger batches that are all the same full-split batch.
+    """
+
+    def train_dataloader(self) -> IndexBatches:
+        batches = super().train_dataloader()
+        batches.dataset = self.data.train  # type: ignore[attr-defined]
+        return batches
+
+
+def batch_size_find(cfg: DictConfig) -> dict[str, Any]:
+    """Find the largest training batch that runs (without running out of memory); write batch_size_find.json.
+
+    On CPU nothing runs out of memory in a way the finder can catch: it only stops at the training split's
+    size, find.batch_size.max_trials or find.batch_size.max_val, and the result (`limited_by` says which)
+    says nothing about memory.
+    """
+    cfg = apply_best(cfg)
+    validate(cfg)
+    check_batch_size_find(cfg)
+    b = cfg.find.batch_size
+    output_dir = Path(cfg.find.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data, plain_datamodule, module = build_components(cfg)
+    datamodule = _SizedTensorDataModule(
+        data, plain_datamodule.batch_size, seed=plain_datamodule.seed, augment=plain_datamodule.augment
+    )
+    n_train = len(data.train)
+    with _tracking(cfg, data.fingerprint, "batch_size_find") as run:
+        trainer = _tuner_trainer(cfg, output_dir)
+        if trainer.num_devices * trainer.num_nodes > 1:  # e.g. strategy.devices=auto on a multi-GPU machine
+            raise ConfigError(
+                "The batch-size finder runs in one process; set strategy.devices=1 (Lightning picked "
+                f"{trainer.num_devices} devices x {trainer.num_nodes} nodes)."
+            )
+        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+        warning = None
+        if on_cpu:
+            warning = (
+                "accelerator is cpu: the batch-size finder looks for the largest batch that fits in GPU memory, "
+                "and on CPU memory rarely runs out in a way it can catch (the system swaps, or kills the "
+                "process, before an allocation fails), so it just doubles the batch "
+                f"until the training split ({n_train} examples), find.batch_size.max_trials "
+                f"({b.max_trials}) or find.batch_size.max_val ({b.max_val}) stops it. The result says "
+                "nothing about memory; run with trainer=gpu on the GPU you will train on."
+            )
+            log.warning(warning)
+        with _SearchLog().attached() as search:
+            found = Tuner(trainer).scale_batch_size(
+                module,
+                datamodule=datamodule,
+                mode=b.mode,
+                steps_per_trial=b.steps_per_trial,
+                init_val=b.init_val,
+                max_trials=b.max_trials,
+                margin=float(b.margin),
+                max_val=b.max_val,
+            )
+        if found is None:  # Lightning skips the search under fast_dev_run
+            raise ConfigError(
+                "Lightning skipped the batch-size finder because trainer.fast_dev_run is set; remove it."
+            )
+        batch_size, limited_by = _interpret_batch_size(int(found), n_train, b, search)
+        result: dict[str, Any] = {
+            "batch_size": batch_size,
+            "lightning_batch_size": int(found),
+            "limited_by": limited_by,
+            "train_size": n_train,
+            "succeeded": sorted(set(search.succeeded)),
+            "out_of_memory": sorted(set(search.out_of_memory)),
+            "accelerator": "cpu" if on_cpu else type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+            "mode": b.mode,
+            "init_val": b.init_val,
+            "max_trials": b.max_trials,
+            "max_val": b.max_val,
+            "steps_per_trial": b.steps_per_trial,
+            "optimizer": cfg.optimizer.name,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "precision": cfg.precision.name,
+            "warning": warning,
+            "json": str(output_dir / "batch_size_find.json"),
+            "run_id": run.run_id if run is not None else None,
+        }
+        write_json(output_dir / "batch_size_find.json", result)
+        _log_results(
+            run, {"batch_size_find/batch_size": float(batch_size)}, [output_dir / "batch_size_find.json"]
+        )
+        if run is not None:
+            run.client.set_tag(run.run_id, "optbench.batch_size_find.limited_by", limited_by)
+    return result
+
+
+class _SearchLog(logging.Handler):
+    """What Lightning's batch-size search reports as it goes: sizes that ran, sizes that ran out of memory.
+
+    The search only tells by log messages (rank_zero_info) which trials failed and why it stopped.
+    """
+
+    TRIAL = re.compile(r"Batch size (\d+) (succeeded|failed), trying batch size")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.succeeded: list[int] = []
+        self.out_of_memory: list[int] = []
+        self.reached_split = self.reached_max_val = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if match := self.TRIAL.search(message):
+            (self.succeeded if match[2] == "succeeded" else self.out_of_memory).append(int(match[1]))
+        self.reached_split |= "greater or equal than the length of your dataset" in message
+        self.reached_max_val |= "maximum batch size limit" in message
+
+    @contextmanager
+    def attached(self) -> Iterator[_SearchLog]:
+        import lightning_utilities.core.rank_zero as rank_zero
+
+        logger = rank_zero.log  # the logger rank_zero_info writes to (Lightning renames it on import)
+        level = logger.level
+        logger.addHandler(self)
+        if not logger.isEnabledFor(logging.INFO):
+            logger.setLevel(logging.INFO)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+
+def _interpret_batch_size(found: int, n_train: int, b: DictConfig, search: _SearchLog) -> tuple[int, str]:
+    """The usable batch size and what stopped the search: memory, train_split, max_val or max_trials."""
+    if search.out_of_memory:
+        return found, "memory"
+    if search.reached_split or found >= n_train:
+        # Lightning stops once the batch it tried is at least the split, so its answer can be up to twice
+        # the split, though every batch that ran was the whole split. Report the largest size of the
+        # search's own sequence (init_val doubled; in binsearch mode, the split itself) within the split.
+        if b.mode == "power":
+            size = b.init_val
+            while size * 2 <= n_train:
+                size *= 2
+            return min(size, n_train), "train_split"
+        return n_train, "train_split"
+    if search.reached_max_val or found >= b.max_val:
+        # Lightning returns max_val itself, which it never tried; report the largest size that ran.
+        return max(search.succeeded, default=found), "max_val"
+    return found, "max_trials"
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="find")
+def lr_find_main(cfg: DictConfig) -> float | None:
+    try:
+        result = lr_find(cfg)
+    except (OptbenchError, MisconfigurationException) as err:
+        fail(err)
+    steps = f"{result['steps']} of {result['num_training']} steps" + (
+        ", stopped early as the loss blew up" if result["stopped_early"] else ""
+    )
+    if result["suggestion"] is None:
+        print(
+            f"lr_find: no suggestion for optimizer={result['optimizer']}: the loss curve has too few finite "
+            f"points ({steps}); raise find.num_training or find.early_stop_threshold, or lower find.max_lr. "
+            f"Plot: {result['plot']}"
+        )
+    else:
+        print(
+            f"lr_find: suggested learning rate {result['suggestion']:.3g} for optimizer={result['optimizer']} "
+            f"(steepest loss descent; lr {result['min_lr']:g} to {result['max_lr']:g}, {steps}). "
+            f"Plot: {result['plot']}"
+        )
+    return result["suggestion"]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="find")
+def batch_size_find_main(cfg: DictConfig) -> int | None:
+    try:
+        result = batch_size_find(cfg)
+    except (OptbenchError, MisconfigurationException) as err:
+        fail(err)
+    reasons = {
+        "train_split": f"one batch holds the whole training split of {result['train_size']} examples",
+        "max_val": "reached find.batch_size.max_val",
+        "max_trials": "reached find.batch_size.max_trials",
+        "memory": "the next larger batch ran out of memory",
+    }
+    print(
+        f"batch_size_find: largest batch size that trained: {result['batch_size']} "
+        f"({reasons[result['limited_by']]}; {result['accelerator']}). Result: {result['json']}"
+    )
+    if result["warning"]:
+        print(f"batch_size_find: warning: {result['warning']}")
+    return result["batch_size"]
+
+
+if __name__ == "__main__":
+    lr_find_main()
