@@ -18,10 +18,10 @@ from optbench.train import CONFIG_DIR
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-def compose_config(*overrides: str) -> DictConfig:
-    """Compose conf/train.yaml exactly as optbench-train would, with `overrides` from the command line."""
+def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+    """Compose conf/<config_name>.yaml exactly as the command line would, with `overrides`."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig().set_config(cfg)  # so ${hydra:...} interpolations and HydraConfig.get() work
     with open_dict(cfg):
         del cfg["hydra"]  # the task function never sees the hydra node

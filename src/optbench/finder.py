@@ -61,14 +61,12 @@ def _is_count(value: object, minimum: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _check_single_process(cfg: DictConfig, what: str) -> None:
+def _check_single_process(cfg: DictConfig, what: str, why: str) -> None:
     s = cfg.strategy
     if s.name != "auto" or s.devices != 1 or s.num_nodes != 1:
         raise ConfigError(
             f"{what} runs in one process, and strategy={s.name} with strategy.devices={s.devices}, "
-            f"strategy.num_nodes={s.num_nodes} asks for several (Lightning's Tuner does not support distributed "
-            "strategies). Run it with strategy=auto (the default); under DDP each process sees batch_size "
-            "examples per step, so for a DDP run's effective batch pass batch_size=<devices x batch_size>."
+            f"strategy.num_nodes={s.num_nodes} asks for several: {why} Run it with strategy=auto (the default)."
         )
 
 
@@ -83,7 +81,13 @@ def check_lr_find(cfg: DictConfig) -> None:
             "scale and the curve would say nothing about a learning rate. Keep L-BFGS at optimizer.lr=1 with "
             "its line search, or run the range test with another optimizer."
         )
-    _check_single_process(cfg, "The LR range test")
+    _check_single_process(
+        cfg,
+        "The LR range test",
+        "under strategy=ddp every rank would re-run this command and log its own curve, and under ddp_spawn "
+        "the result stays in the worker processes. A DDP run steps on devices x batch_size examples; to test "
+        "that batch, pass batch_size=<devices x batch_size>.",
+    )
     _require(
         _is_number(f.min_lr) and f.min_lr > 0, f"find.min_lr must be a positive number, got {f.min_lr!r}."
     )
@@ -113,7 +117,12 @@ def check_batch_size_find(cfg: DictConfig) -> None:
             "whole training split, so there is no batch size to find. Set optimizer.full_batch=false to find "
             "the largest mini-batch that fits."
         )
-    _check_single_process(cfg, "The batch-size finder")
+    _check_single_process(
+        cfg,
+        "The batch-size finder",
+        "Lightning's batch-size finder does not support distributed strategies. Under DDP each process holds "
+        "batch_size examples, so the largest batch that fits on one GPU is also the per-process answer.",
+    )
     _require(b.mode in BATCH_SIZE_MODES, f"find.batch_size.mode must be power or binsearch, got {b.mode!r}.")
     for key in ("steps_per_trial", "init_val", "max_trials"):
         _require(_is_count(b[key]), f"find.batch_size.{key} must be a positive integer, got {b[key]!r}.")
@@ -212,7 +221,7 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
         suggestion = None if suggestion is None else float(suggestion)
         stopped_early = len(lrs) < f.num_training
         plot_path = output_dir / "lr_find.png"
-        _save_lr_plot(finder, cfg, suggestion, plot_path)
+        _save_lr_plot(finder, cfg, datamodule.batch_size, suggestion, plot_path)
         result: dict[str, Any] = {
             "optimizer": cfg.optimizer.name,
             "model": cfg.model.name,
@@ -250,7 +259,7 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def _save_lr_plot(finder: Any, cfg: DictConfig, suggestion: float | None, path: Path) -> None:
+def _save_lr_plot(finder: Any, cfg: DictConfig, batch_size: int, suggestion: float | None, path: Path) -> None:
     # A Figure on the Agg canvas, not pyplot: no GUI backend, no global state, nothing left open.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -262,12 +271,17 @@ def _save_lr_plot(finder: Any, cfg: DictConfig, suggestion: float | None, path: 
     ax.set_ylabel("Training loss (smoothed)")
     verdict = f"suggested lr {suggestion:.3g}" if suggestion is not None else "no suggestion"
     ax.set_title(
-        f"LR range test: {cfg.optimizer.name}, {cfg.model.name} on {cfg.data.name}, batch {cfg.batch_size}: "
+        f"LR range test: {cfg.optimizer.name}, {cfg.model.name} on {cfg.data.name}, batch {batch_size}: "
         f"{verdict}",
         fontsize=10,
     )
+    lrs = finder.results["lr"]
+    if len(lrs) > 1:
+        # Lightning's running average starts biased low; its suggestion ignores the first 10 steps.
+        ax.axvspan(lrs[0], lrs[min(10, len(lrs) - 1)], color="grey", alpha=0.15, label="smoothing warm-up (ignored)")
     if suggestion is not None:
-        ax.axvline(suggestion, color="red", linestyle="--", linewidth=0.8)
+        ax.axvline(suggestion, color="red", linestyle="--", linewidth=0.8, label=f"suggestion {suggestion:.3g}")
+    ax.legend(loc="best", fontsize=8)
     fig.savefig(path, dpi=120)
 
 
@@ -324,7 +338,7 @@ def batch_size_find(cfg: DictConfig) -> dict[str, Any]:
                 f"({b.max_trials}) or find.batch_size.max_val ({b.max_val}) stops it. The result says "
                 "nothing about memory; run with trainer=gpu on the GPU you will train on."
             )
-            log.warning(warning)
+            log.warning(warning)  # one line, next to the result (also in batch_size_find.json)
         with _SearchLog().attached() as search:
             found = Tuner(trainer).scale_batch_size(
                 module,
@@ -471,8 +485,6 @@ def batch_size_find_main(cfg: DictConfig) -> int | None:
         f"batch_size_find: largest batch size that trained: {result['batch_size']} "
         f"({reasons[result['limited_by']]}; {result['accelerator']}). Result: {result['json']}"
     )
-    if result["warning"]:
-        print(f"batch_size_find: warning: {result['warning']}")
     return result["batch_size"]
 
 

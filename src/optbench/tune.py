@@ -33,6 +33,8 @@ from optbench.tracking import TAG_PREFIX, experiment_id, resolve_tracking_uri, r
 from optbench.train import CONFIG_DIR, apply_best, fail, train, write_json
 
 log = logging.getLogger("optbench")
+# Sobol sampling, heartbeats and stale-trial failing are marked experimental by Optuna; used on purpose.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the budget
 
 
@@ -62,7 +64,10 @@ def parse_search_space(cfg: DictConfig) -> list[SearchParam]:
     if not space:
         raise ConfigError("tune.search_space is empty: name at least one setting to search (e.g. optimizer.lr).")
     params = []
-    for key, spec in OmegaConf.to_container(space, resolve=True).items():
+    for name, spec in OmegaConf.to_container(space, resolve=True).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"tune.search_space.{name} must be a mapping ({{key, low, high}} or {{choices}}), got {spec!r}.")
+        key = spec.get("key", name)
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if node is None or leaf not in node:
@@ -71,22 +76,23 @@ def parse_search_space(cfg: DictConfig) -> list[SearchParam]:
                 f"Unknown search-space parameter '{key}': it is not a setting of this config"
                 + (f". Settings there: {settings}." if settings else f" (no '{parent}' section).")
             )
-        params.append(_parse_spec(key, spec))
+        params.append(_parse_spec(name, key, spec))
     return params
 
 
-def _parse_spec(key: str, spec: dict) -> SearchParam:
+def _parse_spec(name: str, key: str, spec: dict) -> SearchParam:
+    where = f"tune.search_space.{name}"
     if "choices" in spec:
         if not spec["choices"]:
-            raise ConfigError(f"tune.search_space.{key}.choices is empty: give at least one value.")
+            raise ConfigError(f"{where}.choices is empty: give at least one value.")
         return SearchParam(key, choices=tuple(spec["choices"]))
     low, high = spec.get("low"), spec.get("high")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise ConfigError(f"tune.search_space.{key} needs numeric low and high (or choices), got {spec}.")
+        raise ConfigError(f"{where} needs numeric low and high (or choices), got {spec}.")
     if not low < high:
-        raise ConfigError(f"tune.search_space.{key} has an empty or inverted range: low={low} >= high={high}.")
+        raise ConfigError(f"{where} ({key}) has an empty or inverted range: low={low} >= high={high}.")
     if spec.get("log") and low <= 0:
-        raise ConfigError(f"tune.search_space.{key} is searched on a log scale, so low must be > 0 (got {low}).")
+        raise ConfigError(f"{where} ({key}) is searched on a log scale, so low must be > 0 (got {low}).")
     is_int = spec.get("type") == "int"
     return SearchParam(key, float(low), float(high), bool(spec.get("log")), spec.get("step"), is_int)
 
@@ -257,14 +263,12 @@ def _optimize(resolved: dict, name: str, parent_id: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from _report instead
     for noisy in ("lightning.pytorch", "lightning.fabric", "optbench.train"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(
-            lambda trial: objective(trial, cfg, space, parent_id),
-            n_trials=remaining,
-            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), _report],
-            catch=(RuntimeError, ValueError),  # a crashed trial is recorded as FAIL; the study goes on
-        )
+    study.optimize(
+        lambda trial: objective(trial, cfg, space, parent_id),
+        n_trials=remaining,
+        callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), _report],
+        catch=(RuntimeError, ValueError),  # a crashed trial is recorded as FAIL; the study goes on
+    )
 
 
 def _worker(resolved: dict, name: str, parent_id: str) -> None:
