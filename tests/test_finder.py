@@ -12,30 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from conftest import runs_of
+from conftest import compose_config, runs_of
 from optbench.errors import ConfigError
 from optbench.finder import batch_size_find, lr_find
 from optbench.module import OptbenchModule
-from optbench.train import CONFIG_DIR
 
 LR_FIND = str(Path(sys.executable).parent / "optbench-lr-find")
-# Not trainer=fast: it limits the batches of an epoch, and the range test wants consecutive steps.
+# The default trainer, not trainer=fast: the finders set their own lengths (find.num_training steps).
 SMALL = ["data=digits", "model=mlp", "find.num_training=20"]
 
 
 def compose_find(*overrides: str) -> DictConfig:
-    """Compose conf/find.yaml as optbench-lr-find / optbench-bs-find would, like conftest.compose_config."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("find", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    """Compose conf/find.yaml as optbench-lr-find / optbench-bs-find would."""
+    return compose_config(*overrides, config_name="find")
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -36,7 +37,7 @@ from optbench.optim import optimizer_class
 from optbench.tracking import TrackedRun, tracked_run
 from optbench.train import CONFIG_DIR, apply_best, build_components, build_trainer, fail, write_json
 
-log = logging.getLogger("optbench")
+log = logging.getLogger("optbench.finder")
 
 KIND_TAG = "optbench.kind"
 LR_MODES = ("exponential", "linear")
@@ -248,8 +249,9 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
             if suggestion is not None:
                 metrics["lr_find/suggestion"] = suggestion
             _log_results(run, metrics, [plot_path, output_dir / "lr_find.json"])
+            now = int(time.time() * 1000)
             curve = [
-                Metric(key, value, 0, step)
+                Metric(key, value, now, step)
                 for step, (lr, loss) in enumerate(zip(lrs, losses))
                 for key, value in (("lr_find/lr", lr), ("lr_find/loss", loss))
                 if math.isfinite(value)
