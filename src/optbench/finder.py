@@ -14,10 +14,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.optim import LBFGS
 
-from optbench.config import validate
+from optbench.config import _is_number, _require, validate
 from optbench.data import IndexBatches, TensorDataModule
 from optbench.errors import ConfigError, OptbenchError
 from optbench.optim import optimizer_class
@@ -47,15 +45,6 @@ MIN_LR_STEPS = 13
 
 
 # --- checks, before any data is loaded or any MLflow run is created ------------------------------------
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_count(value: object, minimum: int = 1) -> bool:
@@ -308,8 +297,7 @@ def batch_size_find(cfg: DictConfig) -> dict[str, Any]:
     """Find the largest training batch that runs (without running out of memory); write batch_size_find.json.
 
     On CPU nothing runs out of memory in a way the finder can catch: it only stops at the training split's
-    size, find.batch_size.max_trials or find.batch_size.max_val, and the result (`limited_by` says which)
-    says nothing about memory.
+    size, find.batch_size.max_trials or find.batch_size.max_val, and the result says nothing about memory.
     """
     cfg = apply_best(cfg)
     validate(cfg)
@@ -341,29 +329,26 @@ def batch_size_find(cfg: DictConfig) -> dict[str, Any]:
                 "nothing about memory; run with trainer=gpu on the GPU you will train on."
             )
             log.warning(warning)  # one line, next to the result (also in batch_size_find.json)
-        with _SearchLog().attached() as search:
-            found = Tuner(trainer).scale_batch_size(
-                module,
-                datamodule=datamodule,
-                mode=b.mode,
-                steps_per_trial=b.steps_per_trial,
-                init_val=b.init_val,
-                max_trials=b.max_trials,
-                margin=float(b.margin),
-                max_val=b.max_val,
-            )
+        found = Tuner(trainer).scale_batch_size(
+            module,
+            datamodule=datamodule,
+            mode=b.mode,
+            steps_per_trial=b.steps_per_trial,
+            init_val=b.init_val,
+            max_trials=b.max_trials,
+            margin=float(b.margin),
+            max_val=b.max_val,
+        )
         if found is None:  # Lightning skips the search under fast_dev_run
             raise ConfigError(
                 "Lightning skipped the batch-size finder because trainer.fast_dev_run is set; remove it."
             )
-        batch_size, limited_by = _interpret_batch_size(int(found), n_train, b, search)
+        # Lightning stops once a batch holds the whole split and may then answer up to twice the split.
+        batch_size = min(int(found), n_train)
         result: dict[str, Any] = {
             "batch_size": batch_size,
             "lightning_batch_size": int(found),
-            "limited_by": limited_by,
             "train_size": n_train,
-            "succeeded": sorted(set(search.succeeded)),
-            "out_of_memory": sorted(set(search.out_of_memory)),
             "accelerator": "cpu" if on_cpu else type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
             "mode": b.mode,
             "init_val": b.init_val,
@@ -382,66 +367,7 @@ def batch_size_find(cfg: DictConfig) -> dict[str, Any]:
         _log_results(
             run, {"batch_size_find/batch_size": float(batch_size)}, [output_dir / "batch_size_find.json"]
         )
-        if run is not None:
-            run.client.set_tag(run.run_id, "optbench.batch_size_find.limited_by", limited_by)
     return result
-
-
-class _SearchLog(logging.Handler):
-    """What Lightning's batch-size search reports as it goes: sizes that ran, sizes that ran out of memory.
-
-    The search only tells by log messages (rank_zero_info) which trials failed and why it stopped.
-    """
-
-    TRIAL = re.compile(r"Batch size (\d+) (succeeded|failed), trying batch size")
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.succeeded: list[int] = []
-        self.out_of_memory: list[int] = []
-        self.reached_split = self.reached_max_val = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if match := self.TRIAL.search(message):
-            (self.succeeded if match[2] == "succeeded" else self.out_of_memory).append(int(match[1]))
-        self.reached_split |= "greater or equal than the length of your dataset" in message
-        self.reached_max_val |= "maximum batch size limit" in message
-
-    @contextmanager
-    def attached(self) -> Iterator[_SearchLog]:
-        import lightning_utilities.core.rank_zero as rank_zero
-
-        logger = rank_zero.log  # the logger rank_zero_info writes to (Lightning renames it on import)
-        level = logger.level
-        logger.addHandler(self)
-        if not logger.isEnabledFor(logging.INFO):
-            logger.setLevel(logging.INFO)
-        try:
-            yield self
-        finally:
-            logger.removeHandler(self)
-            logger.setLevel(level)
-
-
-def _interpret_batch_size(found: int, n_train: int, b: DictConfig, search: _SearchLog) -> tuple[int, str]:
-    """The usable batch size and what stopped the search: memory, train_split, max_val or max_trials."""
-    if search.out_of_memory:
-        return found, "memory"
-    if search.reached_split or found >= n_train:
-        # Lightning stops once the batch it tried is at least the split, so its answer can be up to twice
-        # the split, though every batch that ran was the whole split. Report the largest size of the
-        # search's own sequence (init_val doubled; in binsearch mode, the split itself) within the split.
-        if b.mode == "power":
-            size = b.init_val
-            while size * 2 <= n_train:
-                size *= 2
-            return min(size, n_train), "train_split"
-        return n_train, "train_split"
-    if search.reached_max_val or found >= b.max_val:
-        # Lightning returns max_val itself, which it never tried; report the largest size that ran.
-        return max(search.succeeded, default=found), "max_val"
-    return found, "max_trials"
 
 
 # --- command line ----------------------------------------------------------------------------------------
@@ -477,15 +403,9 @@ def batch_size_find_main(cfg: DictConfig) -> int | None:
         result = batch_size_find(cfg)
     except (OptbenchError, MisconfigurationException) as err:
         fail(err)
-    reasons = {
-        "train_split": f"one batch holds the whole training split of {result['train_size']} examples",
-        "max_val": "reached find.batch_size.max_val",
-        "max_trials": "reached find.batch_size.max_trials",
-        "memory": "the next larger batch ran out of memory",
-    }
     print(
         f"batch_size_find: largest batch size that trained: {result['batch_size']} "
-        f"({reasons[result['limited_by']]}; {result['accelerator']}). Result: {result['json']}"
+        f"(training split: {result['train_size']} examples; {result['accelerator']}). Result: {result['json']}"
     )
     return result["batch_size"]
 
