@@ -1,25 +1,31 @@
-"""How much does optbench (Hydra + Lightning + metrics) cost over a hand-written PyTorch loop?
+"""How much does optbench (Hydra config + Lightning + its metrics) cost over a hand-written PyTorch loop?
 
-    .venv/bin/python benchmarks/overhead.py                       # cnn on mnist5k, 3 epochs x 3 repeats
+    .venv/bin/python benchmarks/overhead.py                     # cnn on mnist5k, adamw, 3 epochs x 3 repeats
     .venv/bin/python benchmarks/overhead.py --epochs 4 --repeats 5 --model mlp --data digits
 
-Three loops train the same model (optbench.models.build_model on the same composed config), on the same
+Three loops train the same model (optbench.models.build_model from the same composed config), on the same
 tensors (optbench.data.load_dataset), with the same optimizer (optbench.optim.build_optimizer), batch size,
 seed, batch order, number of optimizer steps and torch.use_deterministic_algorithms setting:
 
-* plain     -- per epoch: randperm, one gather x[perm], slice batches, forward, loss, zero_grad, backward,
-               step. The reference: what optbench's in-memory IndexBatches does, minus Lightning.
-* optbench  -- optbench.train.train(cfg) itself, with logger=none and no progress bar. Its training time
-               comes from optbench's own clock (RunClock, validation excluded), split into epochs at
-               each on_train_epoch_start, so Lightning's work between epochs is counted too.
-* loader    -- the naive alternative to slicing: DataLoader(TensorDataset(x, y), shuffle=True).
+* plain     per epoch: randperm, one gather x[perm], slice batches, forward, cross-entropy, zero_grad,
+            backward, step. The reference: what optbench's IndexBatches feeds Lightning, without Lightning.
+* optbench  optbench.train.train(cfg) itself (logger=none, no progress bar). Training time is optbench's
+            own clock (RunClock: validation paused out; time/train_s at the end), split into epochs at
+            each on_train_epoch_start, so Lightning's work between epochs counts too.
+* loader    the naive alternative to slicing: DataLoader(TensorDataset(x, y), batch_size, shuffle=True).
 
-The first epoch of every run is a warm-up and is left out (with --epochs 1 it is kept); a warm-up run of
-each loop precedes the measurements. The loops run interleaved, in rotating order, --repeats times, and the
-medians are compared as ratios, because on a shared machine absolute seconds drift from minute to minute.
+The first epoch of every run is warm-up and left out (with --epochs 1 it is kept), and one warm-up run of
+each loop precedes the measurements. The loops then run interleaved, in rotating order, --repeats times.
+Two estimates of each loop's time over the measured epochs, both compared as ratios to plain:
 
-    overhead ratio = plain seconds / optbench seconds   (1.0 = no overhead; 0.95 = optbench 5% slower)
-    loader ratio   = plain seconds / loader seconds     (how much slower per-sample DataLoader batching is)
+* train s   the median over repeats of the measured epochs' wall time (for optbench: from time/train_s).
+* steps s   step by step: the time from one step's loss to the next step's loss, for every step of the
+            measured epochs, the median over repeats of each step, summed. A burst of load from another
+            process spoils a few steps of one repeat and the per-step median drops them, where it would
+            move a whole total; every step (logging steps too) still counts. This is the headline. It
+            leaves out once-per-epoch work (the reshuffle, Lightning's epoch hooks), which train s keeps.
+
+    ratio = plain seconds / loop seconds   (1.0 = as fast as plain; 0.95 = 5% slower than plain)
 
 It is a benchmark, not a test: it exits 0 whatever the ratio.
 """
@@ -29,39 +35,39 @@ from __future__ import annotations
 import os
 
 # OpenMP threads that spin while they wait (libgomp's default) collapse when another process wants the same
-# cores: on a busy 2-core machine an epoch swings between 1.5 and 15 s. Waiting passively keeps timings
-# stable and applies to every loop alike. Must be set before torch loads; OMP_WAIT_POLICY=ACTIVE to override.
+# cores: on a busy 2-core machine the same CNN epoch took 2 to 20 s, against 1.8-2.1 s waiting passively.
+# It applies to every loop alike. Must be set before torch loads; OMP_WAIT_POLICY=ACTIVE overrides.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
-import copy
-import ctypes
-import ctypes.util
-import logging
-import math
-import statistics
-import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
-from pathlib import Path
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import ctypes  # noqa: E402
+import ctypes.util  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import lightning.pytorch as L
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
-from rich.console import Console
-from rich.table import Table
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+import lightning.pytorch as L  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-import optbench.module
-import optbench.train
-from optbench.data import Dataset, load_dataset
-from optbench.models import build_model
-from optbench.optim import build_optimizer
+import optbench.module  # noqa: E402
+import optbench.train  # noqa: E402
+from optbench.data import Dataset, load_dataset  # noqa: E402
+from optbench.models import build_model  # noqa: E402
+from optbench.optim import build_optimizer  # noqa: E402
 
 GOAL = 0.95
 console = Console(highlight=False)
@@ -123,18 +129,18 @@ def check_supported(cfg: DictConfig) -> None:
 def tune_malloc() -> bool:
     """Keep freed memory in glibc's heap instead of handing it back to the kernel after every step.
 
-    With glibc's defaults, the tens of MB of activations a step allocates and frees are trimmed from the
-    heap and page-faulted in again on the next step (measured: 350k-900k minor page faults and 1-2 s of
-    system time per 3-epoch CNN run). How often that happens depends on what the process allocated
-    before, so in one process the loop that runs after another gets a different heap: it skewed the
-    comparison by 5-20% either way. Fixed thresholds (what MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_ set) make every loop run on the same terms. Returns False off glibc.
+    With glibc's defaults, the tens of MB of activations a CNN step allocates and frees are trimmed from
+    the heap and page-faulted in again on the next step (measured here: 350k-900k minor page faults and
+    1-2 s of system time per 3-epoch run; about 3,500 with this). How much depends on what the process
+    allocated before, so in one process a loop run after another gets a different heap: it moved the
+    comparison by 5-20% either way. Fixed thresholds (what MALLOC_MMAP_THRESHOLD_=33554432 and
+    MALLOC_TRIM_THRESHOLD_=1073741824 set) put every loop on the same terms. False where it cannot apply.
     """
     name = ctypes.util.find_library("c")
-    if sys.platform != "linux" or not name:
+    if not sys.platform.startswith("linux") or not name:
         return False
     libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt"):
+    if not hasattr(libc, "mallopt"):  # musl
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30))
@@ -143,44 +149,45 @@ def tune_malloc() -> bool:
 # --- the loops ----------------------------------------------------------------------------------------
 
 
-class Clock:
-    """Wall time (perf_counter) and the main thread's CPU time (thread_time), read together."""
-
-    @staticmethod
-    def now() -> tuple[float, float]:
-        return time.perf_counter(), time.thread_time()
-
-
 class Result:
-    """Per-epoch training seconds on both clocks, optimizer steps and the last batch's training loss.
+    """One run: per-epoch training seconds, per-epoch step marks, optimizer steps, last training loss.
 
-    wall: elapsed time, what a user waits for; noisy when other processes share the cores.
-    cpu:  CPU time of the thread that runs the loop (Python, Lightning, and its share of the kernels).
-          Time spent descheduled, or asleep waiting for a descheduled OpenMP worker, does not count, so it
-          stays within a few percent under load where wall time swings 2x. All of the framework's Python
-          work runs on this thread, so if anything it weighs overhead a little more than wall time does.
+    step_marks[e] holds the perf_counter readings taken right after each step's loss in epoch e;
+    consecutive readings are one full step apart (backward, optimizer step, hooks, next batch, forward).
     """
 
-    def __init__(self, wall: list[float], cpu: list[float], steps: int, samples_per_epoch: int, last_loss: float):
-        self.wall, self.cpu, self.steps = wall, cpu, steps
+    def __init__(
+        self,
+        epoch_seconds: list[float],
+        step_marks: list[list[float]],
+        steps: int,
+        samples_per_epoch: int,
+        last_loss: float,
+    ) -> None:
+        self.epoch_seconds, self.step_marks, self.steps = epoch_seconds, step_marks, steps
         self.samples_per_epoch, self.last_loss = samples_per_epoch, last_loss
 
     @property
-    def epochs(self) -> int:
-        return len(self.wall)
+    def skip(self) -> int:
+        """Warm-up epochs left out: the first, unless it is the only one."""
+        return 1 if len(self.epoch_seconds) > 1 else 0
 
     @property
     def measured_epochs(self) -> int:
-        """The epochs that count: all but the first (warm-up), unless there is only one."""
-        return self.epochs - 1 if self.epochs > 1 else 1
+        return len(self.epoch_seconds) - self.skip
 
-    def seconds(self, clock: str) -> float:
-        epochs = self.wall if clock == "wall" else self.cpu
-        return sum(epochs[-self.measured_epochs :])
+    @property
+    def seconds(self) -> float:
+        return sum(self.epoch_seconds[self.skip :])
+
+    @property
+    def step_seconds(self) -> list[float]:
+        """Step-to-step times of the measured epochs, in order."""
+        return [b - a for marks in self.step_marks[self.skip :] for a, b in zip(marks, marks[1:])]
 
 
 def prepare(cfg: DictConfig) -> tuple[Dataset, nn.Module, torch.optim.Optimizer, nn.Module]:
-    """Seed, data, model, optimizer and loss in the order optbench.train.train creates them."""
+    """Seed, data, model, optimizer and loss, in the order optbench.train.train creates them."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))  # what Trainer(deterministic=...) sets
     data = load_dataset(cfg.data)
@@ -199,30 +206,27 @@ def normalizer(data: Dataset) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: (x.float().div(255) - mean) / std
 
 
-def epochs_from_marks(marks: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    """Durations between consecutive (wall, cpu) marks, one list per clock."""
-    return tuple([b[i] - a[i] for a, b in zip(marks, marks[1:])] for i in (0, 1))  # type: ignore[return-value]
-
-
 def run_plain(cfg: DictConfig) -> Result:
     data, model, optimizer, criterion = prepare(cfg)
     normalize, batch_size = normalizer(data), cfg.batch_size
     x_all, y_all, n = data.train.x, data.train.y, len(data.train)
     generator = torch.Generator().manual_seed(cfg.seed)  # IndexBatches' seed: the same batch order
-    steps, loss = 0, torch.tensor(float("nan"))
-    marks = [Clock.now()]
+    epoch_seconds, step_marks, steps, loss = [], [], 0, torch.tensor(math.nan)
     for _ in range(cfg.trainer.max_epochs):
+        start, marks = time.perf_counter(), []
         perm = torch.randperm(n, generator=generator)
         x, y = x_all[perm], y_all[perm]
         for i in range(0, n, batch_size):
             xb, yb = normalize(x[i : i + batch_size]), y[i : i + batch_size]
             loss = criterion(model(xb), yb)
+            marks.append(time.perf_counter())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             steps += 1
-        marks.append(Clock.now())
-    return Result(*epochs_from_marks(marks), steps, n, loss.item())
+        epoch_seconds.append(time.perf_counter() - start)
+        step_marks.append(marks)
+    return Result(epoch_seconds, step_marks, steps, n, loss.item())
 
 
 def run_loader(cfg: DictConfig) -> Result:
@@ -232,67 +236,48 @@ def run_loader(cfg: DictConfig) -> Result:
     loader = DataLoader(
         TensorDataset(data.train.x, data.train.y), batch_size=cfg.batch_size, shuffle=True, generator=generator
     )
-    steps, loss = 0, torch.tensor(float("nan"))
-    marks = [Clock.now()]
+    epoch_seconds, step_marks, steps, loss = [], [], 0, torch.tensor(math.nan)
     for _ in range(cfg.trainer.max_epochs):
+        start, marks = time.perf_counter(), []
         for xb, yb in loader:
             loss = criterion(model(normalize(xb)), yb)
+            marks.append(time.perf_counter())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             steps += 1
-        marks.append(Clock.now())
-    return Result(*epochs_from_marks(marks), steps, len(data.train), loss.item())
+        epoch_seconds.append(time.perf_counter() - start)
+        step_marks.append(marks)
+    return Result(epoch_seconds, step_marks, steps, len(data.train), loss.item())
 
 
-class OptbenchClockProbe:
-    """Reads optbench's own training clock (RunClock) at epoch starts, and runs a CPU-time twin of it.
+class RunClockProbe:
+    """Reads optbench's own training clock (RunClock) while train() runs. Instrumentation only.
 
-    RunClock measures training wall time with validation paused out; start_epoch records train_seconds()
-    at every epoch's start. This probe wraps RunClock's methods (instrumentation only: each wrapper calls
-    the original first and changes nothing it computes), records that value at every epoch start, and keeps
-    the same start / pause / resume bookkeeping on the main thread's CPU clock. Consecutive epoch starts
-    and the final time/train_s split the run into epochs, Lightning's work between epochs included.
+    Wraps two RunClock methods; each wrapper calls the original first and changes nothing it computes:
+    start_epoch (at on_train_epoch_start) to read the clock's train_seconds() at every epoch's start, and
+    count (at the end of every training_step, after the loss and its logging) to mark each step.
     """
 
-    NAMES = ("start", "pause", "resume", "start_epoch")
-
     def __init__(self) -> None:
-        self.wall_marks: list[float] = []  # train_seconds() at each epoch start
-        self.cpu_marks: list[float] = []  # the CPU twin at each epoch start
-        self.cpu_at_pause = math.nan  # the CPU twin when the last validation started
-        self._cpu_elapsed, self._cpu_since = 0.0, None
-        self._originals = {name: getattr(optbench.module.RunClock, name) for name in self.NAMES}
+        self.epoch_starts: list[float] = []
+        self.step_marks: list[list[float]] = []
+        self._originals = {name: getattr(optbench.module.RunClock, name) for name in ("start_epoch", "count")}
 
-    def _cpu(self) -> float:
-        running = time.thread_time() - self._cpu_since if self._cpu_since is not None else 0.0
-        return self._cpu_elapsed + running
+    def __enter__(self) -> RunClockProbe:
+        probe, original = self, self._originals
 
-    def __enter__(self) -> OptbenchClockProbe:
-        probe, orig = self, self._originals
+        def start_epoch(clock: optbench.module.RunClock) -> None:
+            original["start_epoch"](clock)
+            probe.epoch_starts.append(clock._epoch_elapsed_at_start)
+            probe.step_marks.append([])
 
-        def start(clock):
-            orig["start"](clock)
-            probe._cpu_elapsed, probe._cpu_since = 0.0, time.thread_time()
+        def count(clock: optbench.module.RunClock, samples: int) -> None:
+            original["count"](clock, samples)
+            probe.step_marks[-1].append(time.perf_counter())
 
-        def pause(clock):
-            orig["pause"](clock)
-            if probe._cpu_since is not None:
-                probe._cpu_elapsed, probe._cpu_since = probe._cpu(), None
-            probe.cpu_at_pause = probe._cpu_elapsed
-
-        def resume(clock):
-            orig["resume"](clock)
-            if probe._cpu_since is None:
-                probe._cpu_since = time.thread_time()
-
-        def start_epoch(clock):
-            orig["start_epoch"](clock)  # calls resume() itself
-            probe.wall_marks.append(clock._epoch_elapsed_at_start)
-            probe.cpu_marks.append(probe._cpu())
-
-        for name, wrapper in zip(self.NAMES, (start, pause, resume, start_epoch)):
-            setattr(optbench.module.RunClock, name, wrapper)
+        optbench.module.RunClock.start_epoch = start_epoch  # type: ignore[method-assign]
+        optbench.module.RunClock.count = count  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -301,15 +286,13 @@ class OptbenchClockProbe:
 
 
 def run_optbench(cfg: DictConfig) -> Result:
-    with OptbenchClockProbe() as probe:
+    with RunClockProbe() as probe:
         metrics = optbench.train.train(copy.deepcopy(cfg))
-    # time/train_s is logged when the last validation starts (RunClock paused): the end of training.
-    wall_marks = [*probe.wall_marks, metrics["time/train_s"]]
-    cpu_marks = [*probe.cpu_marks, probe.cpu_at_pause]
-    wall = [b - a for a, b in zip(wall_marks, wall_marks[1:])]
-    cpu = [b - a for a, b in zip(cpu_marks, cpu_marks[1:])]
+    # time/train_s is logged at the last validation, with RunClock paused: the end of training.
+    boundaries = [*probe.epoch_starts, metrics["time/train_s"]]
+    epoch_seconds = [b - a for a, b in zip(boundaries, boundaries[1:])]
     steps = metrics.get("train/steps", metrics.get("steps", -1))  # the key has been renamed
-    return Result(wall, cpu, int(steps), train_size(cfg), metrics.get("train/loss", math.nan))
+    return Result(epoch_seconds, probe.step_marks, int(steps), train_size(cfg), metrics.get("train/loss", math.nan))
 
 
 _TRAIN_SIZES: dict[str, int] = {}
@@ -345,18 +328,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="examples per optimizer step (default 128)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--clock",
-        choices=("cpu", "wall"),
-        default="cpu",
-        help="clock of the headline ratio: cpu (default; main-thread CPU time, steady on a busy machine) or "
-        "wall (elapsed time, as optbench's time/train_s); the table shows both",
+        "--threads", type=int, default=0, help="torch intra-op threads for every loop (default 0: torch's choice)"
     )
     parser.add_argument(
         "--malloc",
         choices=("tuned", "default"),
         default="tuned",
-        help="tuned (default): fixed glibc malloc thresholds, so no loop pays for another's heap; default: "
-        "glibc as it comes (noisier, see tune_malloc)",
+        help="tuned (default): fixed glibc malloc thresholds, so no loop pays for another's heap; "
+        "default: glibc as it comes (see tune_malloc)",
     )
     parser.add_argument("--no-loader", action="store_true", help="skip the DataLoader(TensorDataset) loop")
     parser.add_argument(
@@ -371,16 +350,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     malloc = "tuned" if args.malloc == "tuned" and tune_malloc() else "glibc default"
     with tempfile.TemporaryDirectory(prefix="optbench-overhead-") as tmp:
         cfg = benchmark_config(args, Path(tmp))
         check_supported(cfg)
         loops = [name for name in LOOPS if not (args.no_loader and name == "loader")]
         console.print(
-            f"[bold]optbench overhead[/]: model={cfg.model.name} data={cfg.data.name} optimizer={cfg.optimizer.name} "
-            f"batch_size={cfg.batch_size} epochs={args.epochs} (first is warm-up) repeats={args.repeats} "
-            f"deterministic={cfg.trainer.deterministic} torch threads={torch.get_num_threads()} "
-            f"cpus={os.cpu_count()} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} malloc={malloc}"
+            f"[bold]optbench overhead[/]: model={cfg.model.name} data={cfg.data.name} "
+            f"optimizer={cfg.optimizer.name} batch_size={cfg.batch_size} epochs={args.epochs} "
+            f"repeats={args.repeats} deterministic={cfg.trainer.deterministic} "
+            f"threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} malloc={malloc}"
         )
         warmup = copy.deepcopy(cfg)
         with open_dict(warmup):
@@ -393,77 +375,78 @@ def main(argv: list[str] | None = None) -> int:
             order = loops[r % len(loops) :] + loops[: r % len(loops)]  # rotate, so no loop always goes first
             for name in order:
                 results[name].append(LOOPS[name](cfg))
-            line = "  ".join(
-                f"{name} {results[name][-1].seconds('wall'):6.2f}s wall {results[name][-1].seconds('cpu'):6.2f}s cpu"
-                for name in loops
-            )
-            console.print(f"repeat {r + 1}/{args.repeats}: {line}")
+            line = "  ".join(f"{name} {results[name][-1].seconds:6.2f}s" for name in loops)
+            console.print(f"repeat {r + 1}/{args.repeats} (train s): {line}")
 
     report(results, args)
     return 0
 
 
+def steps_seconds(runs: list[Result]) -> float:
+    """Each step's median over the repeats, summed over the steps."""
+    per_run = [run.step_seconds for run in runs]
+    return sum(statistics.median(step) for step in zip(*per_run))
+
+
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     plain, opt = results["plain"], results["optbench"]
-    clocks = ("wall", "cpu")
-    median_s = {
-        (name, clock): statistics.median(r.seconds(clock) for r in runs)
-        for name, runs in results.items()
-        for clock in clocks
-    }
-    ratio = {key: median_s[("plain", key[1])] / seconds for key, seconds in median_s.items()}
-    # The same ratio within each repeat (runs seconds apart): its spread shows how noisy the machine was.
-    paired = {
-        name: [p.seconds(args.clock) / r.seconds(args.clock) for p, r in zip(plain, runs)]
-        for name, runs in results.items()
-    }
-    measured_epochs = plain[0].measured_epochs
-    measured_steps = plain[0].steps // plain[0].epochs * measured_epochs
+    train_s = {name: statistics.median(r.seconds for r in runs) for name, runs in results.items()}
+    steps_s = {name: steps_seconds(runs) for name, runs in results.items()}
+    n_intervals = len(plain[0].step_seconds)
+    epochs = plain[0].measured_epochs
 
-    first = args.epochs - measured_epochs + 1
-    table = Table(title=f"training time of epochs {first}..{args.epochs}, median of {args.repeats} repeats")
-    for column in ("loop", "wall s", "samples/s", "ratio wall", "cpu s", "ratio cpu", f"{args.clock} range"):
+    first = args.epochs - epochs + 1
+    table = Table(title=f"epochs {first}..{args.epochs} of {args.epochs}, {args.repeats} repeats")
+    for column in ("loop", "train s", "samples/s", "ratio", "steps s", "ms/step", "ratio (headline)"):
         table.add_column(column, justify="left" if column == "loop" else "right")
     for name, runs in results.items():
-        samples = runs[0].samples_per_epoch * measured_epochs
+        samples = runs[0].samples_per_epoch * epochs
         table.add_row(
             name,
-            f"{median_s[(name, 'wall')]:.3f}",
-            f"{samples / median_s[(name, 'wall')]:,.0f}",
-            f"{ratio[(name, 'wall')]:.3f}",
-            f"{median_s[(name, 'cpu')]:.3f}",
-            f"{ratio[(name, 'cpu')]:.3f}",
-            f"{min(paired[name]):.2f}-{max(paired[name]):.2f}",
+            f"{train_s[name]:.3f}",
+            f"{samples / train_s[name]:,.0f}",
+            f"{train_s['plain'] / train_s[name]:.3f}",
+            f"{steps_s[name]:.3f}",
+            f"{steps_s[name] / n_intervals * 1e3:.2f}",
+            f"{steps_s['plain'] / steps_s[name]:.3f}",
         )
     console.print(table)
     console.print(
-        "ratio = plain seconds / loop seconds, from the medians (1.0 = as fast as plain). cpu = CPU time of the "
-        "training thread; range = that ratio within each repeat. plain = sliced in-memory tensors, "
+        "train s: median over repeats of the measured epochs' wall time (optbench: its time/train_s). "
+        f"steps s: the {n_intervals} step-to-step times of those epochs, each the median over repeats, summed. "
+        "ratio = plain / loop (1.0 = as fast as plain). plain = sliced in-memory tensors; "
         "loader = DataLoader(TensorDataset(x, y), shuffle=True)."
     )
-
+    paired = [p.seconds / o.seconds for p, o in zip(plain, opt)]
+    console.print(
+        f"optbench train-s ratio within each repeat: {', '.join(f'{x:.2f}' for x in paired)} "
+        f"(median {statistics.median(paired):.2f})"
+    )
+    if max(paired) - min(paired) > 0.1:
+        console.print(
+            "[yellow]noisy machine: these ratios spread by more than 0.1. Use more --repeats; --threads 1 "
+            "steadies the timings when other processes compete for the cores (OpenMP workers then wait on "
+            "the scheduler).[/]"
+        )
     if opt[0].steps != plain[0].steps:
         console.print(f"[red]warning: optbench ran {opt[0].steps} optimizer steps, plain {plain[0].steps}[/]")
     same = opt[-1].last_loss == plain[-1].last_loss
     console.print(
-        f"same work: {plain[0].steps} optimizer steps per run in each loop; last training loss optbench vs plain "
+        f"same work: {plain[0].steps} optimizer steps per run; last training loss optbench vs plain "
         + ("identical" if same else f"[yellow]differs ({opt[-1].last_loss!r} vs {plain[-1].last_loss!r})[/]")
     )
-    extra_ms = statistics.median(
-        (o.seconds(args.clock) - p.seconds(args.clock)) / measured_steps * 1e3 for p, o in zip(plain, opt)
-    )
-    plain_ms = median_s[("plain", args.clock)] / measured_steps * 1e3
-    console.print(f"optbench overhead per optimizer step ({args.clock}): {extra_ms:+.2f} ms on a {plain_ms:.2f} ms step")
+    extra_ms = (steps_s["optbench"] - steps_s["plain"]) / n_intervals * 1e3
+    console.print(f"optbench overhead per optimizer step: {extra_ms:+.2f} ms")
     if "loader" in results:
         console.print(
-            f"loader ratio (DataLoader(TensorDataset) / plain throughput): {ratio[('loader', args.clock)]:.2f}"
-            f"  ({args.clock}; {ratio[('loader', 'wall' if args.clock == 'cpu' else 'cpu')]:.2f} on the other clock)"
+            f"loader ratio (DataLoader(TensorDataset) / plain throughput): {steps_s['plain'] / steps_s['loader']:.2f}"
+            f"  (train s: {train_s['plain'] / train_s['loader']:.2f})"
         )
-    headline = ratio[("optbench", args.clock)]
+    headline = steps_s["plain"] / steps_s["optbench"]
     status = "[green]ok[/]" if headline >= GOAL else "[red]below goal[/]"
     console.print(
-        f"overhead ratio (optbench / plain throughput): {headline:.2f}  (goal >= {GOAL})  {status}  "
-        f"[{args.clock} clock; {ratio[('optbench', 'wall' if args.clock == 'cpu' else 'cpu')]:.2f} on the other]"
+        f"overhead ratio (optbench / plain throughput): {headline:.2f}  (goal >= {GOAL})  {status}"
+        f"  (train s: {train_s['plain'] / train_s['optbench']:.2f})"
     )
 
 

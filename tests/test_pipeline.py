@@ -1,0 +1,113 @@
+"""The DVC pipeline, end to end with real `dvc repro`, on a tiny preset in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": "digits",
+    "model": "mlp",
+    "optimizers": ["sgd", "adam"],
+    "seeds": [0, 1],
+    "epochs": 1,
+    "batch_size": 128,
+    "experiment": "tiny",
+    "tune": {"space": "lr", "n_trials": 2, "epochs": 1},
+    "target": None,
+}
+
+pytestmark = pytest.mark.slow
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
+    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git repository holding the project's pipeline and configs, with the tiny preset in params.yaml."""
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("conf", "src"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "config", "user.email", "test@example.invalid")
+    run(repo, "git", "config", "user.name", "optbench tests")
+    run(repo, sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # the project's DVC plot template
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "tiny pipeline")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo: Path) -> subprocess.CompletedProcess:
+    return run(repo, sys.executable, "-m", "dvc", "repro")
+
+
+def test_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
+    assert stages_run(first_repro.stdout) >= {"prepare", "tune@sgd", "tune@adam", "train@sgd-0", "train@adam-1"}
+    info = json.loads((repo / "results/data/digits.json").read_text())
+    assert info["train"] == 1257 and len(info["fingerprint"]) == 16
+    for optimizer in TINY["optimizers"]:
+        best = json.loads((repo / f"results/tune/{optimizer}/best.json").read_text())
+        assert best["n_finished"] == TINY["tune"]["n_trials"]
+        for seed in TINY["seeds"]:
+            metrics = json.loads((repo / f"results/train/{optimizer}-s{seed}.json").read_text())
+            assert "test/acc" in metrics
+    summary = json.loads((repo / "results/compare/summary.json").read_text())
+    assert {"sgd", "adam"} <= set(summary)
+    assert "| sgd |" in (repo / "results/compare/report.md").read_text()
+    assert (repo / "dvc.lock").exists()
+
+
+def test_second_repro_has_nothing_to_do(repo, first_repro):
+    output = run(repo, sys.executable, "-m", "dvc", "repro").stdout
+    assert stages_run(output) == set()
+    assert "Data and pipelines are up to date" in output
+
+
+def test_changing_the_epochs_reruns_training_but_not_tuning_or_preparation(repo, first_repro):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    ran = stages_run(run(repo, sys.executable, "-m", "dvc", "repro").stdout)
+
+    assert {"train@sgd-0", "train@sgd-1", "train@adam-0", "train@adam-1", "compare"} <= ran
+    assert not ran & {"prepare", "tune@sgd", "tune@adam"}
+
+
+def test_editing_one_optimizer_config_reruns_only_that_optimizer(repo, first_repro):
+    config = repo / "conf/optimizer/adam.yaml"
+    config.write_text(config.read_text().replace("eps: 1.0e-8", "eps: 1.0e-7"))
+
+    ran = stages_run(run(repo, sys.executable, "-m", "dvc", "repro").stdout)
+
+    assert {"tune@adam", "train@adam-0", "train@adam-1", "compare"} <= ran
+    assert not ran & {"prepare", "tune@sgd", "train@sgd-0", "train@sgd-1"}
