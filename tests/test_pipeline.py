@@ -21,12 +21,26 @@ TINY = {
     "seeds": [0, 1],
     "epochs": 1,
     "batch_size": 128,
+    "trainer": "cpu",
+    "precision": "32-true",
     "experiment": "tiny",
     "tune": {"space": "lr", "n_trials": 2, "epochs": 1},
     "target": None,
 }
 
-pytestmark = pytest.mark.slow
+
+
+def test_every_params_preset_sets_the_same_knobs_as_params_yaml_with_valid_options():
+    knobs = yaml.safe_load((ROOT / "params.yaml").read_text())
+    presets = sorted((ROOT / "pipelines" / "presets").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        params = yaml.safe_load(preset.read_text())
+        assert params.keys() == knobs.keys(), preset.name
+        assert params["tune"].keys() == knobs["tune"].keys(), preset.name
+        for group in ("data", "model", "trainer", "precision"):
+            assert (ROOT / "conf" / group / f"{params[group]}.yaml").is_file(), f"{preset.name}: {group}"
+        assert all((ROOT / "conf/optimizer" / f"{o}.yaml").is_file() for o in params["optimizers"])
 
 
 def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -70,6 +84,7 @@ def first_repro(repo: Path) -> subprocess.CompletedProcess:
     return run(repo, sys.executable, "-m", "dvc", "repro")
 
 
+@pytest.mark.slow
 def test_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
     assert stages_run(first_repro.stdout) >= {"prepare", "tune@sgd", "tune@adam", "train@sgd-0", "train@adam-1"}
     info = json.loads((repo / "results/data/digits.json").read_text())
@@ -86,12 +101,14 @@ def test_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
     assert (repo / "dvc.lock").exists()
 
 
+@pytest.mark.slow
 def test_second_repro_has_nothing_to_do(repo, first_repro):
     output = run(repo, sys.executable, "-m", "dvc", "repro").stdout
     assert stages_run(output) == set()
     assert "Data and pipelines are up to date" in output
 
 
+@pytest.mark.slow
 def test_changing_the_epochs_reruns_training_but_not_tuning_or_preparation(repo, first_repro):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["epochs"] = 2
@@ -103,6 +120,7 @@ def test_changing_the_epochs_reruns_training_but_not_tuning_or_preparation(repo,
     assert not ran & {"prepare", "tune@sgd", "tune@adam"}
 
 
+@pytest.mark.slow
 def test_editing_one_optimizer_config_reruns_only_that_optimizer(repo, first_repro):
     config = repo / "conf/optimizer/adam.yaml"
     config.write_text(config.read_text().replace("eps: 1.0e-8", "eps: 1.0e-7"))
