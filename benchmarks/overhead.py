@@ -55,8 +55,6 @@ from pathlib import Path  # noqa: E402
 
 import lightning.pytorch as L  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -67,6 +65,7 @@ import optbench.module  # noqa: E402
 import optbench.train  # noqa: E402
 from optbench.data import Dataset, load_dataset  # noqa: E402
 from optbench.models import build_model  # noqa: E402
+from optbench.config import compose_config  # noqa: E402
 from optbench.optim import build_optimizer  # noqa: E402
 
 GOAL = 0.95
@@ -76,19 +75,9 @@ console = Console(highlight=False)
 # --- configuration ----------------------------------------------------------------------------------
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml composed as optbench-train would (the same steps as tests/conftest.py)."""
-    with initialize_config_dir(config_dir=optbench.train.CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
 def benchmark_config(args: argparse.Namespace, out_dir: Path) -> DictConfig:
     return compose_config(
-        [
+        *[
             f"model={args.model}",
             f"data={args.data}",
             f"optimizer={args.optimizer}",

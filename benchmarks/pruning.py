@@ -18,14 +18,11 @@ import time
 from pathlib import Path
 
 import optuna
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from optbench.train import CONFIG_DIR
+from optbench.config import compose_config
 from optbench.tune import tune
 
 
@@ -44,12 +41,7 @@ def study_config(workdir: Path, pruner: str, args: argparse.Namespace):
         f"metrics_path={workdir / 'metrics.json'}",
         "experiment=bench-pruning",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("tune", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_config(*overrides, config_name="tune")
 
 
 def epochs_spent(study: optuna.Study, max_epochs: int) -> int:

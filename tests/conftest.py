@@ -8,24 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from optbench.train import CONFIG_DIR
+from optbench.config import compose_config  # noqa: F401  (tests import it from here)
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-
-def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
-    """Compose conf/<config_name>.yaml exactly as the command line would, with `overrides`."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig().set_config(cfg)  # so ${hydra:...} interpolations and HydraConfig.get() work
-    with open_dict(cfg):
-        del cfg["hydra"]  # the task function never sees the hydra node
-    return cfg
 
 
 @pytest.fixture(scope="session")

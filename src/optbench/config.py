@@ -6,12 +6,40 @@ would fail (or silently mean something else) minutes into a run.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from optbench.errors import ConfigError
 from optbench.optim import check_optimizer
+
+def config_dir() -> str:
+    """Where the Hydra configs are: $OPTBENCH_CONFIG_DIR, else ./conf when it holds train.yaml (running
+    inside an optbench experiment repo), else the conf/ of the source tree optbench was installed from."""
+    if os.environ.get("OPTBENCH_CONFIG_DIR"):
+        return str(Path(os.environ["OPTBENCH_CONFIG_DIR"]).resolve())
+    if (Path.cwd() / "conf" / "train.yaml").is_file():
+        return str(Path.cwd() / "conf")
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+CONFIG_DIR = config_dir()
+
+
+def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+    """Compose conf/<config_name>.yaml as the command line would, for use from Python (tests, benchmarks,
+    notebooks): Hydra's compose API, with HydraConfig set so ${hydra:...} interpolations resolve."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # the task function never sees the hydra node
+    return cfg
+
 
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")

@@ -25,7 +25,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from optbench.config import validate
+from optbench.config import CONFIG_DIR, validate
 from optbench.data import Dataset, TensorDataModule, load_dataset
 from optbench.errors import ConfigError, OptbenchError
 from optbench.models import build_model, num_parameters
@@ -36,18 +36,6 @@ log = logging.getLogger("optbench.train")
 # Lightning 2.6 calls a torch API that torch 2.15 deprecated; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
-
-def config_dir() -> str:
-    """Where the Hydra configs are: $OPTBENCH_CONFIG_DIR, else ./conf when it holds train.yaml (running
-    inside an optbench experiment repo), else the conf/ of the source tree optbench was installed from."""
-    if os.environ.get("OPTBENCH_CONFIG_DIR"):
-        return str(Path(os.environ["OPTBENCH_CONFIG_DIR"]).resolve())
-    if (Path.cwd() / "conf" / "train.yaml").is_file():
-        return str(Path.cwd() / "conf")
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-CONFIG_DIR = config_dir()
 
 
 def train(
