@@ -76,6 +76,18 @@ def test_rerunning_with_a_larger_budget_resumes_without_losing_or_duplicating_tr
     assert len({t.params["optimizer.lr"] for t in trials}) == 4  # Sobol continued, no repeated point
 
 
+def test_journal_file_storage_holds_and_resumes_a_study(tune_cfg, tmp_path):
+    journal = tmp_path / "shared" / "optuna.log"
+    storage = f"tune.storage=journal://{journal}"
+    tune(tune_cfg(storage, "tune.n_trials=1", "tune.pruner.name=none"))
+    tune(tune_cfg(storage, "tune.n_trials=2", "tune.pruner.name=none"))
+
+    backend = optuna.storages.journal.JournalFileBackend(str(journal))
+    study = optuna.load_study(study_name="digits-mlp-sgd-lr", storage=optuna.storages.JournalStorage(backend))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert not (tmp_path / "optuna.db").exists()
+
+
 def test_rerunning_a_finished_study_runs_no_trial(tune_cfg):
     tune(tune_cfg("tune.n_trials=2", "tune.pruner.name=none"))
     tune(tune_cfg("tune.n_trials=2", "tune.pruner.name=none"))
