@@ -234,6 +234,7 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_not_counted(tmp_
         except KeyError:
             pass
         time.sleep(0.5)
+    time.sleep(3)  # let the heartbeat thread (interval 1 s) record a beat: trials that never beat are not stale
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(3)  # longer than the grace period below: the killed trial's heartbeat is stale

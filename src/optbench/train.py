@@ -17,6 +17,7 @@ from pathlib import Path
 
 import hydra
 import lightning.pytorch as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback
@@ -52,6 +53,8 @@ def train(
     with _tracking(cfg, data.fingerprint, tags) as run:
         trainer = build_trainer(cfg, run, callbacks)
         trainer.fit(module, datamodule=datamodule)
+        if cfg.get("params_path") and rank_zero_only.rank == 0:
+            save_params(cfg.params_path, module.model)
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
         trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
@@ -156,6 +159,15 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(target)
+
+
+def save_params(path: str | os.PathLike, model: torch.nn.Module) -> None:
+    """The model's final state_dict, on the CPU, written atomically like write_json (params_path=...)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, tmp)
     tmp.replace(target)
 
 
