@@ -74,7 +74,7 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
     """Parameters logged for a run: the flattened config without file paths that differ per machine."""
-    skip = {"metrics_path", "logger.tracking_uri", "data.root"}
+    skip = {"metrics_path", "params_path", "logger.tracking_uri", "data.root"}
     return {key: str(value) for key, value in flatten(cfg).items() if key not in skip}
 
 
