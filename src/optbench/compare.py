@@ -40,7 +40,7 @@ import yaml
 
 import optbench
 from optbench.errors import ConfigError, OptbenchError
-from optbench.tracking import TAG_PREFIX, git_state, resolve_tracking_uri
+from optbench.tracking import TAG_PREFIX, ends_run, git_state, resolve_tracking_uri
 from optbench.train import CONFIG_DIR, fail
 
 log = logging.getLogger("optbench.compare")
@@ -469,7 +469,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
               TAG_PREFIX + "git_commit": commit, TAG_PREFIX + "compared_runs": ",".join(comparison.runs.run_id)},
     )  # fmt: skip
     run_id = run.info.run_id
-    try:
+    with ends_run(client, run_id):
         summary, files = report.write_report(comparison, Path(cfg.output_dir))
         params = {key: cfg[key] for key in ("experiment", "tune_experiment", "optimizers", "seeds", "max_epochs",
                                              "target", "confidence", "output_dir")}  # fmt: skip
@@ -481,10 +481,6 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         for path in files:
             relative = path.parent.relative_to(Path(cfg.output_dir))
             client.log_artifact(run_id, str(path), None if str(relative) == "." else str(relative))
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
     report.print_table(comparison)
     log.info("Report: %s (MLflow run %s)", Path(cfg.output_dir) / "report.md", run_id)
     return summary

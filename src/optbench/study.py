@@ -44,7 +44,7 @@ from rich.text import Text
 import optbench
 from optbench.config import CONFIG_DIR, compose_config
 from optbench.errors import ConfigError, OptbenchError
-from optbench.tracking import TAG_PREFIX, experiment_id, flatten, git_state, resolve_tracking_uri
+from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, flatten, git_state, resolve_tracking_uri
 
 log = logging.getLogger("optbench.study")
 
@@ -422,7 +422,7 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
               TAG_PREFIX + "preset": str(cfg.preset)},
     )  # fmt: skip
     run_id = run.info.run_id
-    try:
+    with ends_run(client, run_id):
         params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items() if not k.startswith(("presets", "notes"))]
         for start in range(0, len(params), 100):
             client.log_batch(run_id, params=params[start : start + 100])
@@ -440,13 +440,6 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
         client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_PREFIX + "verdict", verdict["summary"][:5000])])
         for name in ("verdict.json", "report.md", "distance.png"):
             client.log_artifact(run_id, str(output_dir / name))
-    except KeyboardInterrupt:
-        client.set_terminated(run_id, "KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
     return verdict
 
 

@@ -172,6 +172,21 @@ def tracked_run(
         _terminate(client, run.info.run_id, "FINISHED", tracked.outcome)
 
 
+@contextmanager
+def ends_run(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Give `run_id` a final status whatever happens inside: KILLED on Ctrl-C, FAILED on any other
+    exception (re-raised), FINISHED otherwise. For runs optbench opens itself outside `tracked_run`."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
 def _terminate(client: MlflowClient, run_id: str, status: str, outcome: str) -> None:
     client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + "outcome", outcome)])
     client.set_terminated(run_id, status)

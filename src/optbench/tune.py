@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optbench.config import validate
 from optbench.errors import ConfigError, OptbenchError
 from optbench.plots import plot_sensitivity, save_optimization_history
-from optbench.tracking import TAG_PREFIX, experiment_id, resolve_tracking_uri, run_params
+from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, resolve_tracking_uri, run_params
 from optbench.train import CONFIG_DIR, apply_best, fail, train, write_json
 
 log = logging.getLogger("optbench")
@@ -196,7 +196,7 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     parent_id = _parent_run(client, exp_id, study, cfg)
     done = _count(study, FINISHED_STATES)
     log.info("Study %s: %d of %d trials finished, storage %s", name, done, cfg.tune.n_trials, cfg.tune.storage)
-    try:
+    with ends_run(client, parent_id):
         if done < cfg.tune.n_trials:
             resolved = OmegaConf.to_container(cfg, resolve=True)
             if cfg.tune.n_jobs == 1:
@@ -204,13 +204,7 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
             else:
                 _optimize_in_processes(resolved, name, parent_id, cfg.tune.n_jobs)
         summary = summarize(optuna.load_study(study_name=name, storage=storage), cfg, space)
-        _finish_parent_run(client, parent_id, summary, Path(summary["output_dir"]))
-    except KeyboardInterrupt:
-        client.set_terminated(parent_id, "KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(parent_id, "FAILED")
-        raise
+        _log_to_parent_run(client, parent_id, summary, Path(summary["output_dir"]))
     return summary
 
 
@@ -369,7 +363,7 @@ def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) ->
     return summary
 
 
-def _finish_parent_run(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
+def _log_to_parent_run(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
     step = summary["n_finished"]
     metrics = [Metric("tune/n_finished", step, 0, step)]
     if summary["best_value"] is not None:
@@ -380,7 +374,6 @@ def _finish_parent_run(client: MlflowClient, run_id: str, summary: dict, out: Pa
         client.log_metric(run_id, f"tune/n_{outcome}", count, step=step)
     for path in sorted(out.glob("*.png")) + [out / "best.json"]:
         client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, "FINISHED")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune")
