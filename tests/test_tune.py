@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import compose_config, runs_of

@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from optbench.errors import ConfigError, DataNotFoundError
+from optbench.files import atomic_path
 
 EMBEDDED = ("digits", "mnist5k", "regression")
 # Option name -> (torchvision class, folder torchvision reads under root).
@@ -90,13 +91,11 @@ def load_dataset(cfg: DictConfig) -> Dataset:
 
 def save_prepared(data: Dataset, path: Path) -> None:
     """Save the split as plain tensors and values (loadable with torch.load(weights_only=True))."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
     for split in ("train", "val", "test"):
         payload[split] = {"x": payload[split].x, "y": payload[split].y}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_prepared(path: Path, name: str) -> Dataset:

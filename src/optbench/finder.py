@@ -25,15 +25,16 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.tuner import Tuner
 from mlflow.entities import Metric
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch.optim import LBFGS
 
 from optbench.config import _is_number, _require, validate
 from optbench.data import IndexBatches, TensorDataModule
 from optbench.errors import ConfigError, OptbenchError
+from optbench.files import write_json
 from optbench.optim import optimizer_class
 from optbench.tracking import TrackedRun, tracked_run
-from optbench.train import CONFIG_DIR, apply_best, build_components, build_trainer, fail, write_json
+from optbench.train import CONFIG_DIR, apply_best, build_components, build_trainer, fail
 
 log = logging.getLogger("optbench.finder")
 

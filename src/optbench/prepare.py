@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from optbench.data import load_dataset, save_prepared
 from optbench.errors import OptbenchError
-from optbench.train import CONFIG_DIR, fail, write_json
+from optbench.files import write_json
+from optbench.train import CONFIG_DIR, fail
 
 log = logging.getLogger("optbench.prepare")
 

@@ -44,6 +44,7 @@ from rich.text import Text
 import optbench
 from optbench.config import CONFIG_DIR, compose_config
 from optbench.errors import ConfigError, OptbenchError
+from optbench.files import write_text
 from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, flatten, git_state, resolve_tracking_uri
 
 log = logging.getLogger("optbench.study")
@@ -396,13 +397,6 @@ def plot_distances(verdict: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 # --- running a study ----------------------------------------------------------------------------------------
 
 
@@ -432,8 +426,8 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
         verdict["mlflow"] = {"experiment": experiment, "run_id": run_id}
         output_dir.mkdir(parents=True, exist_ok=True)
         plot_distances(verdict, output_dir / "distance.png")
-        _write_atomic(output_dir / "verdict.json", json.dumps(verdict, indent=2) + "\n")
-        _write_atomic(output_dir / "report.md", render_report(verdict, "distance.png"))
+        write_text(output_dir / "verdict.json", json.dumps(verdict, indent=2) + "\n")
+        write_text(output_dir / "report.md", render_report(verdict, "distance.png"))
         now = int(time.time() * 1000)
         metrics = [Metric(f"distance/{c['case']}", c["distance"], now, 0) for c in cases]
         metrics += [Metric(f"equivalent/{c['case']}", float(c["verdict"] == EQUIVALENT), now, 0) for c in cases]

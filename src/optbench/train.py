@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from optbench.config import CONFIG_DIR, validate
 from optbench.data import Dataset, TensorDataModule, load_dataset
 from optbench.errors import ConfigError, OptbenchError
+from optbench.files import atomic_path, write_json
 from optbench.models import build_model, num_parameters
 from optbench.module import OptbenchModule
 from optbench.tracking import TrackedRun, tracked_run
@@ -153,22 +154,10 @@ def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[C
     )
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write atomically, so a crash never leaves a half-written file for DVC to pick up."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(target)
-
-
 def save_params(path: str | os.PathLike, model: torch.nn.Module) -> None:
     """The model's final state_dict, on the CPU, written atomically like write_json (params_path=...)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, tmp)
-    tmp.replace(target)
+    with atomic_path(path) as tmp:
+        torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, tmp)
 
 
 def fail(err: Exception) -> None:
