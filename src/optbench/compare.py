@@ -39,9 +39,9 @@ from scipy import stats
 import yaml
 
 import optbench
-from optbench.errors import ConfigError, OptbenchError
+from optbench.config import CONFIG_DIR
+from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.tracking import TAG_PREFIX, ends_run, git_state, resolve_tracking_uri
-from optbench.train import CONFIG_DIR, fail
 
 log = logging.getLogger("optbench.compare")
 

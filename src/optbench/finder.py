@@ -28,13 +28,13 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, open_dict
 from torch.optim import LBFGS
 
-from optbench.config import _is_number, _require, validate
+from optbench.config import CONFIG_DIR, _is_number, _require, validate
 from optbench.data import IndexBatches, TensorDataModule
-from optbench.errors import ConfigError, OptbenchError
+from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import write_json
 from optbench.optim import optimizer_class
 from optbench.tracking import TrackedRun, tracked_run
-from optbench.train import CONFIG_DIR, apply_best, build_components, build_trainer, fail
+from optbench.train import apply_best, build_components, build_trainer
 
 log = logging.getLogger("optbench.finder")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from optbench.config import CONFIG_DIR
 from optbench.data import load_dataset, save_prepared
-from optbench.errors import OptbenchError
+from optbench.errors import OptbenchError, fail
 from optbench.files import write_json
-from optbench.train import CONFIG_DIR, fail
 
 log = logging.getLogger("optbench.prepare")
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +42,7 @@ from rich.text import Text
 
 import optbench
 from optbench.config import CONFIG_DIR, compose_config
-from optbench.errors import ConfigError, OptbenchError
+from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import write_text
 from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, flatten, git_state, resolve_tracking_uri
 
@@ -495,8 +494,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         output_dir = args.output_dir or results_dir(args.name)
         verdict = run_study(cfg, output_dir)
     except OptbenchError as err:
-        print(f"optbench: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err)
     print_verdict(verdict, output_dir)
 
 

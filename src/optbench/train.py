@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -28,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optbench.config import CONFIG_DIR, validate
 from optbench.data import Dataset, TensorDataModule, load_dataset
-from optbench.errors import ConfigError, OptbenchError
+from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import atomic_path, write_json
 from optbench.models import build_model, num_parameters
 from optbench.module import OptbenchModule
@@ -158,12 +157,6 @@ def save_params(path: str | os.PathLike, model: torch.nn.Module) -> None:
     """The model's final state_dict, on the CPU, written atomically like write_json (params_path=...)."""
     with atomic_path(path) as tmp:
         torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, tmp)
-
-
-def fail(err: Exception) -> None:
-    """Report a user error as one paragraph on stderr and exit with status 2."""
-    print(f"optbench: error: {err}", file=sys.stderr)
-    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

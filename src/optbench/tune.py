@@ -26,12 +26,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from optbench.config import validate
-from optbench.errors import ConfigError, OptbenchError
+from optbench.config import CONFIG_DIR, validate
+from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import write_json
 from optbench.plots import plot_sensitivity, save_optimization_history
 from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, resolve_tracking_uri, run_params
-from optbench.train import CONFIG_DIR, apply_best, fail, train
+from optbench.train import apply_best, train
 
 log = logging.getLogger("optbench")
 # Sobol sampling, heartbeats and stale-trial failing are marked experimental by Optuna; used on purpose.
