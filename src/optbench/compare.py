@@ -31,7 +31,7 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, ViewType
+from mlflow.entities import Metric, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -41,7 +41,7 @@ import yaml
 import optbench
 from optbench.config import CONFIG_DIR
 from optbench.errors import ConfigError, OptbenchError, fail
-from optbench.tracking import TAG_PREFIX, ends_run, git_state, resolve_tracking_uri
+from optbench.tracking import TAG_PREFIX, ends_run, git_state, log_batched, resolve_tracking_uri
 
 log = logging.getLogger("optbench.compare")
 
@@ -474,10 +474,8 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         params = {key: cfg[key] for key in ("experiment", "tune_experiment", "optimizers", "seeds", "max_epochs",
                                              "target", "confidence", "output_dir")}  # fmt: skip
         params.update(data=option_name(cfg.data), model=option_name(cfg.model), target_used=comparison.target)
-        client.log_batch(run_id, params=[Param(k, str(_plain(v))) for k, v in params.items()])
         metrics = [Metric(k, v, int(time.time() * 1000), 0) for k, v in report.flat_metrics(summary).items()]
-        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-            client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        log_batched(client, run_id, params={k: _plain(v) for k, v in params.items()}, metrics=metrics)
         for path in files:
             relative = path.parent.relative_to(Path(cfg.output_dir))
             client.log_artifact(run_id, str(path), None if str(relative) == "." else str(relative))

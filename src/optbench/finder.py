@@ -33,7 +33,7 @@ from optbench.data import IndexBatches, TensorDataModule
 from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import write_json
 from optbench.optim import optimizer_class
-from optbench.tracking import TrackedRun, tracked_run
+from optbench.tracking import TrackedRun, log_batched, tracked_run
 from optbench.train import apply_best, build_components, build_trainer
 
 log = logging.getLogger("optbench.finder")
@@ -246,8 +246,7 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
                 for key, value in (("lr_find/lr", lr), ("lr_find/loss", loss))
                 if math.isfinite(value)
             ]
-            for start in range(0, len(curve), 1000):  # MLflow's batch limit
-                run.client.log_batch(run.run_id, metrics=curve[start : start + 1000])
+            log_batched(run.client, run.run_id, metrics=curve)
     return result
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -44,7 +44,9 @@ import optbench
 from optbench.config import CONFIG_DIR, compose_config
 from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import write_text
-from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, flatten, git_state, resolve_tracking_uri
+from optbench.tracking import (
+    TAG_PREFIX, ends_run, experiment_id, flatten, git_state, log_batched, resolve_tracking_uri,
+)  # fmt: skip
 
 log = logging.getLogger("optbench.study")
 
@@ -416,9 +418,8 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
     )  # fmt: skip
     run_id = run.info.run_id
     with ends_run(client, run_id):
-        params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items() if not k.startswith(("presets", "notes"))]
-        for start in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[start : start + 100])
+        params = {k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith(("presets", "notes"))}
+        log_batched(client, run_id, params=params)
         with tempfile.TemporaryDirectory(prefix=f"optbench-study-{cfg.name}-") as workdir:
             cases = MEASURES[cfg.kind](cfg, Runner(cfg, run_id, Path(workdir)))
         verdict = build_verdict(cfg, cases)

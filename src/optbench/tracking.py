@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 import torch
 from hydra.core.hydra_config import HydraConfig
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -76,6 +76,18 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     """Parameters logged for a run: the flattened config without file paths that differ per machine."""
     skip = {"metrics_path", "params_path", "logger.tracking_uri", "data.root"}
     return {key: str(value) for key, value in flatten(cfg).items() if key not in skip}
+
+
+def log_batched(
+    client: MlflowClient, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Sequence[Metric] = ()
+) -> None:
+    """Log any number of parameters (values as str) and metrics, in chunks within MLflow's log_batch
+    limits of 100 parameters and 1000 metrics per call."""
+    items = [Param(key, str(value)) for key, value in (params or {}).items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=list(metrics[start : start + 1000]))
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -151,9 +163,7 @@ def tracked_run(
     run = client.create_run(experiment_id(client, cfg.experiment), run_name=name, tags=tags)
     tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
     try:
-        params = [Param(k, v) for k, v in run_params(cfg).items()]
-        for start in range(0, len(params), 100):  # MLflow's batch limit
-            client.log_batch(run.info.run_id, params=params[start : start + 100])
+        log_batched(client, run.info.run_id, params=run_params(cfg))
         tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         if HydraConfig.initialized():
             overrides = HydraConfig.get().overrides.task

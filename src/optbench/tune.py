@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 import optuna
 from filelock import FileLock
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
@@ -30,7 +30,7 @@ from optbench.config import CONFIG_DIR, validate
 from optbench.errors import ConfigError, OptbenchError, fail
 from optbench.files import write_json
 from optbench.plots import plot_sensitivity, save_optimization_history
-from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, resolve_tracking_uri, run_params
+from optbench.tracking import TAG_PREFIX, ends_run, experiment_id, log_batched, resolve_tracking_uri, run_params
 from optbench.train import apply_best, train
 
 log = logging.getLogger("optbench")
@@ -237,10 +237,9 @@ def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: Dic
             TAG_PREFIX + "optimizer": cfg.optimizer.name,
         },
     )
-    params = [Param(k, v) for k, v in run_params(cfg).items() if not k.startswith("tune.search_space")]
-    params += [Param("tune.search_space", str(OmegaConf.to_container(cfg.tune.search_space, resolve=True)))]
-    for start in range(0, len(params), 100):
-        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space")}
+    params["tune.search_space"] = OmegaConf.to_container(cfg.tune.search_space, resolve=True)
+    log_batched(client, run.info.run_id, params=params)
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
     return run.info.run_id
 
