@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 from optbench.errors import ConfigError
 from optbench.optim import check_optimizer
 
+
 def config_dir() -> str:
     """Where the Hydra configs are: $OPTBENCH_CONFIG_DIR, else ./conf when it holds train.yaml (running
     inside an optbench experiment repo), else the conf/ of the source tree optbench was installed from."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -89,6 +88,3 @@ def _resnet18(in_channels: int, outputs: int, cifar_stem: bool) -> nn.Module:
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["MODELS", "build_model", "num_parameters", "torch"]

@@ -8,7 +8,6 @@ classes; the run's length is filled in from the trainer so a config never hard-c
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 import torch
@@ -163,7 +162,3 @@ def state_bytes(optimizer: Optimizer) -> int:
             elif isinstance(value, list):  # L-BFGS keeps its curvature history as lists of tensors
                 total += sum(t.numel() * t.element_size() for t in value if torch.is_tensor(t))
     return total
-
-
-def steps_per_epoch(num_batches: int, accumulate: int) -> int:
-    return math.ceil(num_batches / accumulate)

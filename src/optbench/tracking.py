@@ -3,7 +3,7 @@
 Every optbench run is an MLflow run whose parameters are the flattened resolved config (dot-separated
 keys such as optimizer.lr), so any two runs line up column for column in the MLflow UI. The run is
 created before training and always ends in a final state: FINISHED (tag optbench.outcome = completed,
-or diverged), FAILED, or KILLED; never left RUNNING.
+diverged or pruned), FAILED, or KILLED; never left RUNNING.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,8 +145,8 @@ class TrackedRun:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for key, value in metrics.items():
-            self.client.log_metric(self.run_id, key, value, step=step)
+        now = int(time.time() * 1000)
+        log_batched(self.client, self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
 
 @contextmanager

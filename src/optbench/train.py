@@ -38,7 +38,6 @@ log = logging.getLogger("optbench.train")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
-
 def train(
     cfg: DictConfig, *, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
 ) -> dict[str, float]:
