@@ -132,8 +132,9 @@ class OptbenchModule(L.LightningModule):
         self.log("train/steps", float(self.global_step))  # read back by train(), also from spawned ranks
         optimizer = self.trainer.optimizers[0]
         param_bytes = sum(p.numel() * p.element_size() for p in self.parameters())
-        self.log("optimizer/state_bytes", float(state_bytes(optimizer)))
-        self.log("optimizer/state_to_param_ratio", state_bytes(optimizer) / param_bytes)
+        held = state_bytes(optimizer)
+        self.log("optimizer/state_bytes", float(held))
+        self.log("optimizer/state_to_param_ratio", held / param_bytes)
 
     # --- evaluation -----------------------------------------------------------------------------------
 
