@@ -1,5 +1,6 @@
 """Claim studies (optbench-study): the exact studies in their test-sized form reach the verdicts the mathematics
-predicts, their verdict.json is well-formed and logged to MLflow, and train() can save the final parameters."""
+predicts, every other study runs on its tiny preset and produces a well-formed verdict computed from its
+numbers, everything is logged to MLflow, and train() can save the final parameters."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from conftest import runs_of
 from optbench.data import load_dataset
 from optbench.errors import ConfigError
 from optbench.models import build_model
-from optbench.study import EQUIVALENT, KIND, NOT_EQUIVALENT, load_study, run_study, study_names, verdict_of
+from optbench.studies.core import (
+    FAILS, HOLDS, KIND, advantage_verdict, difference_ci, equivalence_verdict, load_study, run_study, study_names,
+)  # fmt: skip
+from optbench.studies.exact import EQUIVALENT, NOT_EQUIVALENT, verdict_of
 from optbench.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-EXACT = ("loss_vs_lr_scale", "grad_accumulation")
+EXACT = ("loss_vs_lr_scale", "grad_accumulation", "ddp_equivalence")
+STUDIES = (*EXACT, "adam_vs_sgd")
 
 
 def test_params_path_saves_the_final_state_dict_loadable_into_the_model(make_cfg, tmp_path):
@@ -89,7 +94,7 @@ def test_grad_accumulation_test_preset_reaches_the_predicted_verdicts(
     run_study(cfg, tmp_path)
     verdict = _check_verdict_file(tmp_path / "verdict.json", cfg)
     assert verdict["verdicts"] == {"no_batch_norm": EQUIVALENT, "batch_norm": NOT_EQUIVALENT}
-    assert verdict["distances"]["no_batch_norm"] < 1e-12 and verdict["distances"]["batch_norm"] > 1e-4
+    assert verdict["values"]["no_batch_norm"] < 1e-12 and verdict["values"]["batch_norm"] > 1e-4
     _check_mlflow(mlflow_client, "grad_accumulation", verdict, n_runs=2 * 2)
 
 
@@ -113,7 +118,7 @@ def test_a_study_that_fails_marks_its_verdict_run_failed(tracking_uri, mlflow_cl
     assert not (tmp_path / "verdict.json").exists()
 
 
-@pytest.mark.parametrize("name", EXACT)
+@pytest.mark.parametrize("name", STUDIES)
 def test_each_study_has_a_pipeline_that_runs_it_with_params_it_knows(name):
     assert name in study_names()
     stage = yaml.safe_load((ROOT / "pipelines" / name / "dvc.yaml").read_text())["stages"]["run"]
@@ -127,12 +132,87 @@ def test_each_study_has_a_pipeline_that_runs_it_with_params_it_knows(name):
 
 def test_study_list_prints_every_study_and_its_question():
     script = Path(sys.executable).parent / "optbench-study"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "optbench.study"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "optbench.studies.core"]
     result = subprocess.run(
         [*command, "list"], cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for name in EXACT:
+    for name in STUDIES:
         assert name in result.stdout
     assert "dividing the loss by 10" in result.stdout
+
+
+@pytest.mark.slow  # two spawned DDP processes per case
+def test_ddp_equivalence_test_preset_reaches_the_predicted_verdicts(
+    tracking_uri, mlflow_client, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = load_study("ddp_equivalence", "test", params=False)
+    run_study(cfg, tmp_path)
+    verdict = _check_verdict_file(tmp_path / "verdict.json", cfg)
+    assert verdict["verdicts"] == {"no_batch_norm": EQUIVALENT, "batch_norm": NOT_EQUIVALENT}
+    # float64 end to end, also in the spawned ranks: rounding, not a float32 round trip (~1e-8)
+    assert verdict["values"]["no_batch_norm"] < 1e-12 and verdict["values"]["batch_norm"] > 1e-4
+    _check_mlflow(mlflow_client, "ddp_equivalence", verdict, n_runs=2 * 2)
+
+
+# --- studies with stochastic verdicts: tiny presets, well-formed and computed verdicts ----------------------
+
+
+def _check_well_formed(verdict: dict, cfg, tmp_path: Path, words: tuple[str, ...]) -> None:
+    assert verdict["study"] == cfg.name and verdict["threshold"] == cfg.threshold and verdict["rule"]
+    assert verdict["n_cases"] == len(verdict["cases"]) >= 1
+    for case in verdict["cases"]:
+        assert case["verdict"] in words, case
+        assert verdict["verdicts"][case["case"]] == case["verdict"]
+        assert verdict["values"][case["case"]] == case["value"]
+    on_disk = json.loads((tmp_path / "verdict.json").read_text())
+    assert on_disk["verdicts"] == verdict["verdicts"]
+    report = (tmp_path / "report.md").read_text()
+    assert verdict["question"] in report and f"threshold {cfg.threshold:g}" in report
+    assert all(f"**{case['verdict']}**" in report for case in verdict["cases"])
+    assert any(tmp_path.glob("*.png"))
+
+
+def test_claim_verdicts_follow_the_interval_and_the_margin():
+    assert advantage_verdict({"diff": 2.0, "low": 1.0, "high": 3.0}, margin=0.5) == "supported"
+    assert advantage_verdict({"diff": 0.0, "low": 0.0, "high": 0.0}, margin=0.0) == "refuted"  # a tie
+    assert advantage_verdict({"diff": 0.1, "low": -1.0, "high": 1.2}, margin=0.0) == "inconclusive"
+    assert advantage_verdict({"diff": 1.0, "low": float("nan"), "high": float("nan")}, 0.0) == "inconclusive"
+    assert equivalence_verdict({"diff": 0.001, "low": -0.002, "high": 0.004}, margin=0.01) == "supported"
+    assert equivalence_verdict({"diff": 0.05, "low": 0.03, "high": 0.07}, margin=0.01) == "refuted"
+    assert equivalence_verdict({"diff": 0.0, "low": -0.02, "high": 0.02}, margin=0.01) == "inconclusive"
+    ci = difference_ci([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
+    assert ci["diff"] == pytest.approx(1.5) and ci["low"] < 1.5 < ci["high"]
+    assert difference_ci([1.0, 1.0], [0.5, 0.5]) == {"diff": 0.5, "low": 0.5, "high": 0.5}  # deterministic runs
+    assert set(HOLDS).isdisjoint(FAILS)
+
+
+def test_adam_vs_sgd_tunes_every_optimizer_with_the_same_budget_and_judges_each_claim(
+    tracking_uri, mlflow_client, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = load_study("adam_vs_sgd", "test", params=False)
+    verdict = run_study(cfg, tmp_path)
+    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    results = verdict["results"]
+    assert set(results) == set(cfg.run_cases) == {"sgd", "adam"}
+    budget = int(next(o for o in cfg.tune if o.startswith("tune.n_trials=")).split("=")[1])
+    for name, r in results.items():
+        assert len(r["trials"]) == r["tuned"]["budget"] == budget  # the same budget for every optimizer
+        assert [run["seed"] for run in r["runs"]] == list(cfg.seeds)  # evaluation seeds, not the tuning seed
+        assert all(0 < run["steps_to_target"] <= run["steps"] for run in r["runs"])
+    for claim in verdict["cases"]:  # each verdict is the rule applied to the recorded interval
+        rule = equivalence_verdict if claim["test"] == "equivalence" else advantage_verdict
+        assert claim["verdict"] == rule(claim["advantage"], claim["margin"])
+        sign = -1 if claim["metric"] == "steps_to_target" else 1
+        a = [sign * r[claim["metric"]] for r in results[claim["better"]]["runs"]]
+        b = [sign * r[claim["metric"]] for r in results[claim["than"]]["runs"]]
+        assert claim["advantage"]["diff"] == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+    parent = mlflow_client.get_run(verdict["mlflow"]["run_id"])
+    assert parent.info.status == "FINISHED"
+    nested = [r for r in runs_of(mlflow_client, "study-adam_vs_sgd")
+              if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]  # fmt: skip
+    # per optimizer: one tuning parent (its trials nest under it) and one run per evaluation seed
+    assert len(nested) == len(results) * (1 + len(cfg.seeds))

@@ -20,9 +20,10 @@ class OptbenchModule(L.LightningModule):
     """Trains `model` with the configured optimizer and schedule and logs what optbench compares.
 
     Metric names (the same for every run, so MLflow can put runs side by side):
-    train/loss, train/lr, train/grad_norm, train/diverged, train/steps, train/samples_per_sec, train/dist_to_opt
-    (regression), val/loss, val/acc, val/acc_best, test/loss, test/acc, time/train_s,
-    optimizer/state_bytes, optimizer/state_to_param_ratio, amp/loss_scale, amp/skipped_steps (fp16).
+    train/loss, train/acc (over each epoch's training batches), train/lr, train/grad_norm, train/diverged,
+    train/steps, train/samples_per_sec, train/dist_to_opt (regression), val/loss, val/acc, val/acc_best,
+    test/loss, test/acc, time/train_s, optimizer/state_bytes, optimizer/state_to_param_ratio,
+    amp/loss_scale, amp/skipped_steps (fp16).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class OptbenchModule(L.LightningModule):
         self.is_regression = num_classes is None
         self.criterion = nn.MSELoss() if self.is_regression else nn.CrossEntropyLoss()
         if not self.is_regression:
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
             self.val_acc = MulticlassAccuracy(num_classes, average="micro")
             self.test_acc = MulticlassAccuracy(num_classes, average="micro")
             self.val_acc_best = MaxMetric()
@@ -68,7 +70,8 @@ class OptbenchModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         x, y = batch
-        loss = self.criterion(self(x), y)
+        out = self(x)
+        loss = self.criterion(out, y)
         if self._is_diverged(loss):
             self.diverged = True
             self.trainer.should_stop = True
@@ -83,6 +86,8 @@ class OptbenchModule(L.LightningModule):
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             if self.optimum is not None:
                 self.log("train/dist_to_opt", self._distance_to_optimum())
+        if not self.is_regression:  # accumulated over the epoch, logged at its end (the train-test gap)
+            self.train_acc.update(out.detach(), y)
         self._clock.count(len(y) * self.trainer.world_size)
         return loss * self.loss_scale
 
@@ -127,6 +132,9 @@ class OptbenchModule(L.LightningModule):
         self._clock.start_epoch()
 
     def on_train_epoch_end(self) -> None:
+        if not self.is_regression:
+            self.log("train/acc", self.train_acc.compute())
+            self.train_acc.reset()
         self.log("train/samples_per_sec", self._clock.epoch_throughput(), sync_dist=False)
         self.log("train/diverged", float(self.diverged))
         self.log("train/steps", float(self.global_step))  # read back by train(), also from spawned ranks

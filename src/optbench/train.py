@@ -49,11 +49,11 @@ def train(
     cfg = apply_best(cfg)
     validate(cfg)
     data, datamodule, module = build_components(cfg)
+    if cfg.get("params_path"):
+        callbacks = [*callbacks, SaveFinalParams(cfg.params_path)]
     with _tracking(cfg, data.fingerprint, tags) as run:
         trainer = build_trainer(cfg, run, callbacks)
         trainer.fit(module, datamodule=datamodule)
-        if cfg.get("params_path") and rank_zero_only.rank == 0:
-            save_params(cfg.params_path, module.model)
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
         trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
@@ -156,6 +156,19 @@ def save_params(path: str | os.PathLike, model: torch.nn.Module) -> None:
     """The model's final state_dict, on the CPU, written atomically like write_json (params_path=...)."""
     with atomic_path(path) as tmp:
         torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, tmp)
+
+
+class SaveFinalParams(Callback):
+    """Saves the final parameters on rank 0 where training ran. Not after fit in the calling process:
+    under ddp_spawn that process only gets the weights copied back into its own module, which was never
+    cast to the run's precision (a 64-true run would come back rounded to float32)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = path
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            save_params(self.path, pl_module.model)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

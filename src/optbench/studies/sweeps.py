@@ -1,0 +1,3 @@
+"""Placeholder: filled in by a later commit."""
+
+KINDS: dict = {}
