@@ -26,7 +26,8 @@ from optbench.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = ("loss_vs_lr_scale", "grad_accumulation", "ddp_equivalence")
-STUDIES = (*EXACT, "adam_vs_sgd")
+TUNED = ("adam_vs_sgd", "momentum", "schedules")
+STUDIES = (*EXACT, *TUNED, "adamw_vs_adam_l2", "grad_clipping")
 
 
 def test_params_path_saves_the_final_state_dict_loadable_into_the_model(make_cfg, tmp_path):
@@ -216,3 +217,61 @@ def test_adam_vs_sgd_tunes_every_optimizer_with_the_same_budget_and_judges_each_
               if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]  # fmt: skip
     # per optimizer: one tuning parent (its trials nest under it) and one run per evaluation seed
     assert len(nested) == len(results) * (1 + len(cfg.seeds))
+
+
+@pytest.mark.parametrize("name", ("momentum", "schedules"))
+def test_other_tuned_comparisons_run_their_tiny_preset_with_computed_verdicts(
+    name, tracking_uri, mlflow_client, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = load_study(name, "test", params=False)
+    verdict = run_study(cfg, tmp_path)
+    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    assert set(verdict["results"]) == set(cfg.run_cases)
+    for claim in verdict["cases"]:
+        assert claim["verdict"] == advantage_verdict(claim["advantage"], claim["margin"])
+    if name == "schedules":  # grid cases carry the schedule's own settings
+        assert verdict["results"]["momentum+cosine"]["overrides"] == ["optimizer=momentum", "scheduler=cosine"]
+
+
+def test_schedules_grid_names_every_optimizer_schedule_pair_with_its_settings():
+    from optbench.studies.tuned import case_overrides
+
+    cases = case_overrides(load_study("schedules", params=False))
+    assert len(cases) == 2 * 8
+    assert cases["adamw+step"] == ["optimizer=adamw", "scheduler=step", "scheduler.step_size=4", "scheduler.gamma=0.3"]
+
+
+def test_adamw_vs_adam_l2_finds_the_same_update_only_without_decay(tracking_uri, mlflow_client, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = load_study("adamw_vs_adam_l2", "test", params=False)
+    verdict = run_study(cfg, tmp_path)
+    _check_well_formed(verdict, cfg, tmp_path, (EQUIVALENT, NOT_EQUIVALENT, "supported", "refuted", "inconclusive"))
+    assert verdict["verdicts"]["same_without_decay"] == EQUIVALENT  # the mathematics: identical updates
+    assert verdict["verdicts"]["same_with_decay"] == NOT_EQUIVALENT
+    assert verdict["values"]["same_without_decay"] < 1e-12 < 1e-6 < verdict["values"]["same_with_decay"]
+    for name, cells in verdict["grid"].items():
+        assert len(cells) == len(cfg.lrs) * len(cfg.weight_decays)
+        assert all(len(c["run_ids"]) == len(cfg.seeds) for c in cells)
+        best = verdict["best"][name]
+        assert best["val_acc_best"]["mean"] == max(c["val_acc_best"]["mean"] for c in cells)
+    shift = verdict["best_wd"]["adam_l2"]["decades"] - verdict["best_wd"]["adamw"]["decades"]
+    assert verdict["values"]["adamw_decouples_decay"] == pytest.approx(shift)
+    assert verdict["verdicts"]["adamw_decouples_decay"] == ("supported" if shift > cfg.shift_margin else "refuted")
+
+
+def test_grad_clipping_counts_divergences_and_judges_them(tracking_uri, mlflow_client, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = load_study("grad_clipping", "test", params=False)
+    verdict = run_study(cfg, tmp_path)
+    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    sweep = verdict["sweep"]
+    assert [p["lr"] for p in sweep["no_clip"]] == sorted(cfg.lrs)
+    assert sweep["no_clip"][-1]["diverged"] == len(cfg.seeds)  # lr 1000 without clipping diverges on every seed
+    assert sweep["no_clip"][0]["diverged"] == 0
+    fewer = next(c for c in verdict["cases"] if c["case"] == "fewer_divergences")
+    counted = sum(p["diverged"] for p in sweep["no_clip"]) - sum(p["diverged"] for p in sweep["clip"])
+    assert fewer["value"] == counted and 0.0 <= fewer["p_value"] <= 1.0
+    diverged = [r for r in runs_of(mlflow_client, "study-grad_clipping") if r.data.tags.get("optbench.outcome") == "diverged"]
+    assert len(diverged) >= len(cfg.seeds)  # recorded as diverged in MLflow, FINISHED, not failed
+    assert all(r.info.status == "FINISHED" for r in diverged)

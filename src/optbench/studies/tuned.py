@@ -26,7 +26,7 @@ import math
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from optbench.errors import ConfigError
 from optbench.studies.core import (
@@ -39,14 +39,18 @@ LOWER_IS_BETTER = {"steps_to_target", "seconds_to_target", "gap", "test_loss"}
 
 
 def case_overrides(cfg: DictConfig) -> dict[str, list[str]]:
-    """The cases: `cases` (name -> {overrides}) or the product of `grid` (group -> options), named a+b."""
-    if cfg.get("grid"):
-        groups = list(cfg.grid)
-        return {
-            "+".join(choice): [f"{group}={option}" for group, option in zip(groups, choice, strict=True)]
-            for choice in itertools.product(*(cfg.grid[g] for g in groups))
-        }
-    return {name: list(case.overrides) for name, case in cfg.cases.items()}
+    """The cases: `cases` (name -> {overrides}), or the product of `grid`, named option+option. `grid` maps
+    a config group to its options: a list, or a mapping option -> extra overrides that option needs."""
+    if not cfg.get("grid"):
+        return {name: list(case.overrides) for name, case in cfg.cases.items()}
+    axes = []
+    for group, options in cfg.grid.items():
+        extra = options if OmegaConf.is_dict(options) else {option: [] for option in options}
+        axes.append([(option, [f"{group}={option}", *extra[option]]) for option in extra])
+    return {
+        "+".join(option for option, _ in choice): [o for _, overrides in choice for o in overrides]
+        for choice in itertools.product(*axes)
+    }
 
 
 def history(study: Study, run_id: str, key: str) -> list[tuple[int, float]]:
