@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+STUDY = "grad_accumulation"  # the fastest claim study
 TINY = {
     "data": "digits",
     "model": "mlp",
@@ -69,6 +70,10 @@ def repo(tmp_path_factory) -> Path:
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
     (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    study = repo / "pipelines" / STUDY  # one claim study's pipeline beside the main one, test-sized
+    study.mkdir(parents=True)
+    shutil.copy(ROOT / "pipelines" / STUDY / "dvc.yaml", study / "dvc.yaml")
+    (study / "params.yaml").write_text(yaml.safe_dump({"steps": 2, "micro_batch": 16, "accumulate": 2}))
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.email", "test@example.invalid")
     run(repo, "git", "config", "user.name", "optbench tests")
@@ -81,12 +86,13 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_repro(repo: Path) -> subprocess.CompletedProcess:
-    return run(repo, sys.executable, "-m", "dvc", "repro")
+    return run(repo, sys.executable, "-m", "dvc", "repro", "-P")  # every pipeline: the main one and the study
 
 
 @pytest.mark.slow
 def test_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
-    assert stages_run(first_repro.stdout) >= {"prepare", "tune@sgd", "tune@adam", "train@sgd-0", "train@adam-1"}
+    assert stages_run(first_repro.stdout) >= {"prepare", "tune@sgd", "tune@adam", "train@sgd-0", "train@adam-1",
+                                              f"pipelines/{STUDY}/dvc.yaml:run"}  # fmt: skip
     info = json.loads((repo / "results/data/digits.json").read_text())
     assert info["train"] == 1257 and len(info["fingerprint"]) == 16
     for optimizer in TINY["optimizers"]:
@@ -99,11 +105,14 @@ def test_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
     assert {"sgd", "adam"} <= set(summary)
     assert "| sgd |" in (repo / "results/compare/report.md").read_text()
     assert (repo / "dvc.lock").exists()
+    verdict = json.loads((repo / "pipelines" / STUDY / "results/verdict.json").read_text())
+    assert verdict["settings"]["steps"] == 2 and verdict["verdicts"]["no_batch_norm"] == "equivalent"
+    assert (repo / "pipelines" / STUDY / "dvc.lock").exists()
 
 
 @pytest.mark.slow
 def test_second_repro_has_nothing_to_do(repo, first_repro):
-    output = run(repo, sys.executable, "-m", "dvc", "repro").stdout
+    output = run(repo, sys.executable, "-m", "dvc", "repro", "-P").stdout
     assert stages_run(output) == set()
     assert "Data and pipelines are up to date" in output
 

@@ -189,17 +189,20 @@ class GradClipping:
             for lr in lrs:
                 runs = [study.train(variant, f"lr{lr:g}-s{seed}", [*overrides, f"optimizer.lr={lr}", f"seed={seed}"],
                                     allow_diverged=True) for seed in seeds_of(cfg)]  # fmt: skip
-                sweep[variant].append(self._point(lr, runs, float(cfg.confidence)))
+                sweep[variant].append(self._point(lr, runs, cfg))
         return {"cases": self._claims(cfg, sweep), "sweep": sweep}
 
     @staticmethod
-    def _point(lr: float, runs: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
-        diverged = [bool(r.get("diverged", 0.0) > 0) for r in runs]
+    def _point(lr: float, runs: list[dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
+        nan = [bool(r.get("diverged", 0.0) > 0) for r in runs]
         # A diverged run is scored as what it is (its final, broken model), not dropped.
         accs = [r["test_acc"] if math.isfinite(r.get("test_acc", math.nan)) else 0.0 for r in runs]
+        # Divergence in practice: the loss overflowed, or the weights blew up into a network stuck at chance.
+        failed = [bad or acc <= float(cfg.failure_acc) for bad, acc in zip(nan, accs, strict=True)]
         return {
-            "lr": lr, "runs": len(runs), "diverged": sum(diverged), "test_accs": accs,
-            "test_acc": mean_ci(accs, confidence), "val_acc_best": mean_ci([r.get("val_acc_best", 0.0) for r in runs], confidence),
+            "lr": lr, "runs": len(runs), "diverged": sum(failed), "nan": sum(nan), "test_accs": accs,
+            "test_acc": mean_ci(accs, float(cfg.confidence)),
+            "val_acc_best": mean_ci([r.get("val_acc_best", 0.0) for r in runs], float(cfg.confidence)),
             "run_ids": [r["run_id"] for r in runs],
         }  # fmt: skip
 
@@ -242,11 +245,14 @@ class GradClipping:
             f"{stable['stable_lr']['clip']:g} with clipping ({fmt(stable['value'], '.2f')} decades) | **{stable['verdict']}** |",
             f"| {cost['statement']} | clip − no clip: {fmt_ci(cost['advantage'])} | **{cost['verdict']}** |",
             "",
-            "| lr | diverged without | diverged with | test acc without | test acc with |",
+            f"A run diverged if its loss became NaN or infinite (how many: in brackets) or it ended at test accuracy "
+            f"<= {s['failure_acc']:g} (stuck at chance).",
+            "",
+            "| lr | diverged without (NaN) | diverged with (NaN) | test acc without | test acc with |",
             "|---|---|---|---|---|",
         ]
         for a, b in zip(verdict["sweep"]["no_clip"], verdict["sweep"]["clip"], strict=True):
-            lines.append(f"| {a['lr']:g} | {a['diverged']}/{a['runs']} | {b['diverged']}/{b['runs']} | "
+            lines.append(f"| {a['lr']:g} | {a['diverged']}/{a['runs']} ({a['nan']}) | {b['diverged']}/{b['runs']} ({b['nan']}) | "
                          f"{fmt_ci(a['test_acc'])} | {fmt_ci(b['test_acc'])} |")  # fmt: skip
         return lines
 
