@@ -48,8 +48,9 @@ class AdamwVsAdamL2:
             f"same update: {EQUIVALENT} if the relative parameter distance < {cfg.threshold:g}; best accuracy: "
             f"the {cfg.confidence:.0%} Welch t-interval of AdamW's advantage at its best grid cell against "
             f"Adam-L2's at its own (cells chosen by validation accuracy), supported above {cfg.acc_margin:g}, "
-            f"refuted at or below it; weight-decay coupling: supported if the best weight decay of Adam-L2 moves "
-            f"by more than {cfg.shift_margin:g} decades more than AdamW's across the learning rates, refuted if not"
+            f"refuted at or below it; weight-decay coupling: supported if the best weight decay (the largest within "
+            f"{cfg.wd_tolerance:g} of the row's best validation accuracy) of Adam-L2 moves by more than "
+            f"{cfg.shift_margin:g} decades more than AdamW's across the learning rates, refuted if not"
         )
 
     def measure(self, study: Study) -> dict[str, Any]:
@@ -64,7 +65,7 @@ class AdamwVsAdamL2:
             "value": ci["diff"], "advantage": ci, "margin": float(cfg.acc_margin),
             "verdict": advantage_verdict(ci, float(cfg.acc_margin)),
         })  # fmt: skip
-        shift = {name: self._best_wd_shift(cells, lrs) for name, cells in grid.items()}
+        shift = {name: self._best_wd_shift(cells, lrs, float(cfg.wd_tolerance)) for name, cells in grid.items()}
         moved = shift["adam_l2"]["decades"] - shift["adamw"]["decades"]
         cases.append({
             "case": "adamw_decouples_decay",
@@ -114,15 +115,18 @@ class AdamwVsAdamL2:
         return cells
 
     @staticmethod
-    def _best_wd_shift(cells: list[dict[str, Any]], lrs: list[float]) -> dict[str, Any]:
-        """The best weight decay (by validation accuracy) at each learning rate, and how many decades it spans.
-        A best decay of 0 sits at the grid's smallest non-zero decay / 10 for the span."""
+    def _best_wd_shift(cells: list[dict[str, Any]], lrs: list[float], tolerance: float) -> dict[str, Any]:
+        """At each learning rate the best weight decay: the largest one whose validation accuracy is within
+        `tolerance` of that row's best. Where accuracy is flat in the decay (a small problem), a plain argmax
+        would pick seed noise; the largest decay the learning rate tolerates is well defined either way.
+        A best decay of 0 counts as the grid's smallest non-zero decay / 10 in the span, in decades."""
         nonzero = [c["weight_decay"] for c in cells if c["weight_decay"] > 0]
         floor = min(nonzero) / 10 if nonzero else 1.0
         best = {}
         for lr in lrs:
             row = [c for c in cells if c["lr"] == lr]
-            best[lr] = max(row, key=lambda c: c["val_acc_best"]["mean"])["weight_decay"]
+            top = max(c["val_acc_best"]["mean"] for c in row)
+            best[lr] = max(c["weight_decay"] for c in row if c["val_acc_best"]["mean"] >= top - tolerance)
         logs = [math.log10(max(wd, floor)) for wd in best.values()]
         return {"best_wd_per_lr": {f"{lr:g}": wd for lr, wd in best.items()}, "decades": max(logs) - min(logs)}
 
