@@ -485,11 +485,12 @@ def list_studies(console: Console | None = None) -> None:
 def print_verdict(verdict: dict[str, Any], output_dir: Path) -> None:
     console = _console()
     table = Table(title=f"{verdict['study']}: {verdict['question']}")
-    for column in ("Case", "Value", "Threshold", "Verdict", "Expected"):
+    for column in ("Case", "Value", "Verdict", "Expected"):
         table.add_column(column)
     for c in verdict["cases"]:
-        table.add_row(c["case"], fmt(c["value"]), f"{verdict['threshold']:g}", c["verdict"], str(c.get("expected", "")))
+        table.add_row(c["case"], fmt(c["value"]), c["verdict"], str(c.get("expected") or ""))
     console.print(table)
+    console.print(Text(f"Rule: {verdict['rule']}."))
     console.print(Text(f"Report: {output_dir / 'report.md'} (MLflow run {verdict['mlflow']['run_id']})"))
 
 
