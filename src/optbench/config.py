@@ -42,7 +42,7 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     return cfg
 
 
-PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "16-mixed-unscaled", "bf16-true")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
 
 
@@ -134,12 +134,12 @@ def _check_scheduler(cfg: DictConfig) -> None:
 def _check_precision(cfg: DictConfig) -> None:
     name = cfg.precision.name
     _require(name in PRECISIONS, f"Unknown precision '{name}'. Valid precisions: {', '.join(PRECISIONS)}.")
-    if cfg.optimizer.name == "lbfgs" and name == "16-mixed":
+    if cfg.optimizer.name == "lbfgs" and name in ("16-mixed", "16-mixed-unscaled"):
         raise ConfigError(
-            "precision=16-mixed cannot be used with optimizer=lbfgs: fp16 mixed precision scales the loss "
+            f"precision={name} cannot be used with optimizer=lbfgs: fp16 mixed precision scales the loss "
             "and may skip steps whose gradients overflow, but L-BFGS evaluates its closure several times per "
-            "step and its line search needs unscaled, finite values (Lightning refuses the pair). Use "
-            "precision=32-true or bf16-mixed with L-BFGS."
+            "step and its line search needs unscaled, finite values (Lightning refuses the pair, and steps "
+            "16-mixed-unscaled through a disabled scaler too). Use precision=32-true or bf16-mixed with L-BFGS."
         )
     if name in ("bf16-mixed", "bf16-true") and cfg.trainer.accelerator in ("gpu", "cuda"):
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():

@@ -121,7 +121,15 @@ def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[C
     """Lightning's Trainer from the trainer, precision, strategy and logger groups."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision, plugins = cfg.precision.name, []
-    if precision == "16-mixed" and options["accelerator"] == "cpu":
+    if precision == "16-mixed-unscaled":
+        # fp16 autocast with a disabled GradScaler: no loss scaling (scale 1), and Lightning creates no
+        # default scaler when it is handed one.
+        accelerator = options["accelerator"]
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        device = "cuda" if on_gpu else "cpu"
+        scaler = torch.amp.GradScaler(device, enabled=False)
+        precision, plugins = None, [MixedPrecision("16-mixed", device=device, scaler=scaler)]
+    elif precision == "16-mixed" and options["accelerator"] == "cpu":
         # Lightning would silently turn 16-mixed into bf16-mixed on CPU; torch has real fp16 autocast and a
         # GradScaler there, so hand Lightning that plugin and keep the run what it says it is.
         precision, plugins = None, [MixedPrecision("16-mixed", device="cpu")]
