@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from conftest import runs_of
+from study_checks import check_mlflow, check_well_formed
 from optbench.data import load_dataset
 from optbench.errors import ConfigError
 from optbench.models import build_model
@@ -27,7 +28,7 @@ from optbench.train import train
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = ("loss_vs_lr_scale", "grad_accumulation", "ddp_equivalence")
 TUNED = ("adam_vs_sgd", "momentum", "schedules")
-STUDIES = (*EXACT, *TUNED, "adamw_vs_adam_l2", "grad_clipping")
+STUDIES = (*EXACT, *TUNED, "adamw_vs_adam_l2", "grad_clipping", "batch_size_scaling", "precision", "optimizer_memory")
 
 
 def test_params_path_saves_the_final_state_dict_loadable_into_the_model(make_cfg, tmp_path):
@@ -55,16 +56,6 @@ def _check_verdict_file(path: Path, cfg) -> dict:
     return verdict
 
 
-def _check_mlflow(client, name: str, verdict: dict, n_runs: int) -> None:
-    parent = client.get_run(verdict["mlflow"]["run_id"])
-    assert parent.data.tags["optbench.kind"] == KIND and parent.info.status == "FINISHED"
-    runs = runs_of(client, f"study-{name}")
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"verdict.json", "report.md"} <= artifacts
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == n_runs and all(r.info.status == "FINISHED" for r in children)
-
-
 def test_loss_vs_lr_scale_test_preset_reaches_the_predicted_verdicts(
     tracking_uri, mlflow_client, monkeypatch, tmp_path
 ):
@@ -84,7 +75,7 @@ def test_loss_vs_lr_scale_test_preset_reaches_the_predicted_verdicts(
     report = (tmp_path / "report.md").read_text()
     assert "threshold 1e-09" in report and "**not equivalent**" in report
     assert f"{cases['sgd']['distance']:.3g}" in report
-    _check_mlflow(mlflow_client, "loss_vs_lr_scale", verdict, n_runs=3 * 3)
+    check_mlflow(mlflow_client, "loss_vs_lr_scale", verdict, n_children=3 * 3)
 
 
 def test_grad_accumulation_test_preset_reaches_the_predicted_verdicts(
@@ -96,7 +87,7 @@ def test_grad_accumulation_test_preset_reaches_the_predicted_verdicts(
     verdict = _check_verdict_file(tmp_path / "verdict.json", cfg)
     assert verdict["verdicts"] == {"no_batch_norm": EQUIVALENT, "batch_norm": NOT_EQUIVALENT}
     assert verdict["values"]["no_batch_norm"] < 1e-12 and verdict["values"]["batch_norm"] > 1e-4
-    _check_mlflow(mlflow_client, "grad_accumulation", verdict, n_runs=2 * 2)
+    check_mlflow(mlflow_client, "grad_accumulation", verdict, n_children=2 * 2)
 
 
 def test_study_config_merges_params_file_preset_and_overrides():
@@ -121,14 +112,20 @@ def test_a_study_that_fails_marks_its_verdict_run_failed(tracking_uri, mlflow_cl
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_each_study_has_a_pipeline_that_runs_it_with_params_it_knows(name):
-    assert name in study_names()
     stage = yaml.safe_load((ROOT / "pipelines" / name / "dvc.yaml").read_text())["stages"]["run"]
     assert stage["cmd"] == f"optbench-study run {name}" and stage["wdir"] == "../.."
     (params,) = stage["params"]
     tracked = params[f"pipelines/{name}/params.yaml"]
+    knobs = yaml.safe_load((ROOT / "pipelines" / name / "params.yaml").read_text())
     study = yaml.safe_load((ROOT / "conf/study" / f"{name}.yaml").read_text())
-    assert set(tracked) <= set(study) and f"conf/study/{name}.yaml" in stage["deps"]
-    assert f"pipelines/{name}/results/verdict.json" in [next(iter(m)) for m in stage["metrics"]]
+    assert set(tracked) == set(knobs) and set(knobs) <= set(study) and f"conf/study/{name}.yaml" in stage["deps"]
+    assert [next(iter(m)) for m in stage["metrics"]] == [f"pipelines/{name}/results/verdict.json"]
+    assert {"gpu", "test"} <= set(study["presets"]) or name in EXACT  # a tiny form and a GPU form
+    assert load_study(name).name == name  # params.yaml merges into the study
+
+
+def test_every_study_config_is_covered_here():
+    assert set(study_names()) == set(STUDIES)
 
 
 def test_study_list_prints_every_study_and_its_question():
@@ -155,25 +152,10 @@ def test_ddp_equivalence_test_preset_reaches_the_predicted_verdicts(
     assert verdict["verdicts"] == {"no_batch_norm": EQUIVALENT, "batch_norm": NOT_EQUIVALENT}
     # float64 end to end, also in the spawned ranks: rounding, not a float32 round trip (~1e-8)
     assert verdict["values"]["no_batch_norm"] < 1e-12 and verdict["values"]["batch_norm"] > 1e-4
-    _check_mlflow(mlflow_client, "ddp_equivalence", verdict, n_runs=2 * 2)
+    check_mlflow(mlflow_client, "ddp_equivalence", verdict, n_children=2 * 2)
 
 
 # --- studies with stochastic verdicts: tiny presets, well-formed and computed verdicts ----------------------
-
-
-def _check_well_formed(verdict: dict, cfg, tmp_path: Path, words: tuple[str, ...]) -> None:
-    assert verdict["study"] == cfg.name and verdict["threshold"] == cfg.threshold and verdict["rule"]
-    assert verdict["n_cases"] == len(verdict["cases"]) >= 1
-    for case in verdict["cases"]:
-        assert case["verdict"] in words, case
-        assert verdict["verdicts"][case["case"]] == case["verdict"]
-        assert verdict["values"][case["case"]] == case["value"]
-    on_disk = json.loads((tmp_path / "verdict.json").read_text())
-    assert on_disk["verdicts"] == verdict["verdicts"]
-    report = (tmp_path / "report.md").read_text()
-    assert verdict["question"] in report and f"threshold {cfg.threshold:g}" in report
-    assert all(f"**{case['verdict']}**" in report for case in verdict["cases"])
-    assert any(tmp_path.glob("*.png"))
 
 
 def test_claim_verdicts_follow_the_interval_and_the_margin():
@@ -196,7 +178,7 @@ def test_adam_vs_sgd_tunes_every_optimizer_with_the_same_budget_and_judges_each_
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     cfg = load_study("adam_vs_sgd", "test", params=False)
     verdict = run_study(cfg, tmp_path)
-    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
     results = verdict["results"]
     assert set(results) == set(cfg.run_cases) == {"sgd", "adam"}
     budget = int(next(o for o in cfg.tune if o.startswith("tune.n_trials=")).split("=")[1])
@@ -226,7 +208,7 @@ def test_other_tuned_comparisons_run_their_tiny_preset_with_computed_verdicts(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     cfg = load_study(name, "test", params=False)
     verdict = run_study(cfg, tmp_path)
-    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
     assert set(verdict["results"]) == set(cfg.run_cases)
     for claim in verdict["cases"]:
         assert claim["verdict"] == advantage_verdict(claim["advantage"], claim["margin"])
@@ -246,7 +228,7 @@ def test_adamw_vs_adam_l2_finds_the_same_update_only_without_decay(tracking_uri,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     cfg = load_study("adamw_vs_adam_l2", "test", params=False)
     verdict = run_study(cfg, tmp_path)
-    _check_well_formed(verdict, cfg, tmp_path, (EQUIVALENT, NOT_EQUIVALENT, "supported", "refuted", "inconclusive"))
+    check_well_formed(verdict, cfg, tmp_path, (EQUIVALENT, NOT_EQUIVALENT, "supported", "refuted", "inconclusive"))
     assert verdict["verdicts"]["same_without_decay"] == EQUIVALENT  # the mathematics: identical updates
     assert verdict["verdicts"]["same_with_decay"] == NOT_EQUIVALENT
     assert verdict["values"]["same_without_decay"] < 1e-12 < 1e-6 < verdict["values"]["same_with_decay"]
@@ -264,7 +246,7 @@ def test_grad_clipping_counts_divergences_and_judges_them(tracking_uri, mlflow_c
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     cfg = load_study("grad_clipping", "test", params=False)
     verdict = run_study(cfg, tmp_path)
-    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
     sweep = verdict["sweep"]
     assert [p["lr"] for p in sweep["no_clip"]] == sorted(cfg.lrs)
     assert sweep["no_clip"][-1]["diverged"] == len(cfg.seeds)  # lr 1000 without clipping diverges on every seed

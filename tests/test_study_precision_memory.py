@@ -4,52 +4,21 @@ rescale exactly, and every optimizer's state is measured where the textbook puts
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from lightning.pytorch.plugins import MixedPrecision
 
-from conftest import compose_config, runs_of
+from conftest import compose_config
+from study_checks import check_mlflow, check_well_formed
 from optbench.config import validate
 from optbench.errors import ConfigError
-from optbench.studies.core import KIND, advantage_verdict, equivalence_verdict, load_study, mean_ci, run_study
+from optbench.studies.core import advantage_verdict, equivalence_verdict, load_study, mean_ci, run_study
 from optbench.studies.memory import AS_CLAIMED, NOT_AS_CLAIMED, check_knobs, verdict_of
 from optbench.studies.precision import FP16_NORMAL_MIN, FP16_SUBNORMAL_MIN, regime_overrides, underflow_fractions
 from optbench.train import build_trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("precision", "optimizer_memory")
-
-
-def _check_well_formed(verdict: dict, cfg, tmp_path: Path, words: tuple[str, ...]) -> None:
-    assert verdict["study"] == cfg.name and verdict["threshold"] == cfg.threshold and verdict["rule"]
-    assert verdict["n_cases"] == len(verdict["cases"]) >= 1
-    for case in verdict["cases"]:
-        assert case["verdict"] in words, case
-        assert verdict["verdicts"][case["case"]] == case["verdict"]
-        assert verdict["values"][case["case"]] == case["value"]
-    on_disk = json.loads((tmp_path / "verdict.json").read_text())
-    assert on_disk["verdicts"] == verdict["verdicts"]
-    report = (tmp_path / "report.md").read_text()
-    assert verdict["question"] in report and f"threshold {cfg.threshold:g}" in report
-    assert all(f"**{case['verdict']}**" in report for case in verdict["cases"])
-    if not torch.cuda.is_available():  # what the CPU cannot measure is said, not faked
-        assert verdict["skipped"] and "## Not measured on this machine" in report
-    assert any(tmp_path.glob("*.png"))
-
-
-def _check_mlflow(client, name: str, verdict: dict, n_runs: int) -> list:
-    parent = client.get_run(verdict["mlflow"]["run_id"])
-    assert parent.data.tags["optbench.kind"] == KIND and parent.info.status == "FINISHED"
-    assert {"verdict.json", "report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    children = [r for r in runs_of(client, f"study-{name}") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == n_runs == verdict["mlflow"]["runs"]
-    assert all(r.info.status == "FINISHED" for r in children)
-    return children
 
 
 # --- precision ----------------------------------------------------------------------------------------------
@@ -93,7 +62,9 @@ def test_precision_test_preset_judges_each_claim_and_fp16_unscaled_never_scales(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     cfg = load_study("precision", "test", params=False)
     verdict = run_study(cfg, tmp_path)
-    _check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    if not torch.cuda.is_available():  # what the CPU cannot measure is said, not faked
+        assert verdict["skipped"] and "## Not measured on this machine" in (tmp_path / "report.md").read_text()
     results = verdict["results"]
     assert set(results) == set(cfg.regimes) and all(list(r) == list(cfg.precisions) for r in results.values())
     for claim in verdict["cases"]:  # each verdict is the rule applied to the paired per-seed differences
@@ -118,7 +89,7 @@ def test_precision_test_preset_judges_each_claim_and_fp16_unscaled_never_scales(
     assert small["16-mixed-unscaled"]["zero_grad"] > small["32-true"]["zero_grad"]  # fp16 flushed them
     report = (tmp_path / "report.md").read_text()
     assert "16-mixed-unscaled" in report and "1 → 1" in report
-    _check_mlflow(mlflow_client, "precision", verdict, n_runs=len(results) * len(cfg.precisions) * len(cfg.seeds))
+    check_mlflow(mlflow_client, "precision", verdict, n_children=len(results) * len(cfg.precisions) * len(cfg.seeds))
 
 
 # --- optimizer_memory ---------------------------------------------------------------------------------------
@@ -140,7 +111,7 @@ def test_optimizer_memory_test_preset_measures_the_textbook_state_sizes(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     cfg = load_study("optimizer_memory", "test", params=False)
     verdict = run_study(cfg, tmp_path)
-    _check_well_formed(verdict, cfg, tmp_path, (AS_CLAIMED, NOT_AS_CLAIMED))
+    check_well_formed(verdict, cfg, tmp_path, (AS_CLAIMED, NOT_AS_CLAIMED))
     cases = {c["case"]: c for c in verdict["cases"]}
     assert list(cases) == list(cfg.optimizers)
     for c in cases.values():  # computed from the measured ratio and the config's claim
@@ -157,24 +128,8 @@ def test_optimizer_memory_test_preset_measures_the_textbook_state_sizes(
     assert lbfgs["evaluations_per_step"] > 1 and lbfgs["iteration_ratio"] > 2  # step() runs its closure
     assert all(c["evaluations_per_step"] == 1 for name, c in cases.items() if name != "lbfgs")
     assert all(c["verdict"] == AS_CLAIMED for c in cases.values())
-    children = _check_mlflow(mlflow_client, "optimizer_memory", verdict, n_runs=len(cases))
+    children = check_mlflow(mlflow_client, "optimizer_memory", verdict, n_children=len(cases))
     for run in children:
         case = cases[run.data.tags["optbench.study_case"]]
         assert run.data.metrics["memory/state_ratio"] == pytest.approx(case["state_ratio"])
         assert run.data.params["optimizer.name"] == case["case"]
-
-
-# --- both ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", STUDIES)
-def test_precision_and_memory_studies_have_a_pipeline_that_runs_them_with_params_they_know(name):
-    stage = yaml.safe_load((ROOT / "pipelines" / name / "dvc.yaml").read_text())["stages"]["run"]
-    assert stage["cmd"] == f"optbench-study run {name}" and stage["wdir"] == "../.."
-    (params,) = stage["params"]
-    tracked = params[f"pipelines/{name}/params.yaml"]
-    knobs = yaml.safe_load((ROOT / "pipelines" / name / "params.yaml").read_text())
-    study = yaml.safe_load((ROOT / "conf/study" / f"{name}.yaml").read_text())
-    assert set(tracked) == set(knobs) and set(knobs) <= set(study) and f"conf/study/{name}.yaml" in stage["deps"]
-    assert f"pipelines/{name}/results/verdict.json" in [next(iter(m)) for m in stage["metrics"]]
-    assert load_study(name).name == name  # params.yaml merges into the study
