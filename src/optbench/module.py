@@ -21,8 +21,8 @@ class OptbenchModule(L.LightningModule):
 
     Metric names (the same for every run, so MLflow can put runs side by side):
     train/loss, train/acc (over each epoch's training batches), train/lr, train/grad_norm, train/diverged,
-    train/steps, train/samples_per_sec, train/dist_to_opt (regression), val/loss, val/acc, val/acc_best,
-    test/loss, test/acc, time/train_s, optimizer/state_bytes, optimizer/state_to_param_ratio,
+    train/steps, train/samples_per_sec, train/dist_to_opt (regression, on logging steps), val/loss, val/acc,
+    val/acc_best, test/loss, test/acc, time/train_s, optimizer/state_bytes, optimizer/state_to_param_ratio,
     amp/loss_scale, amp/skipped_steps (fp16).
     """
 

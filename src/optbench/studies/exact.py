@@ -105,6 +105,13 @@ class DistanceKind:
         return lines
 
 
+    def whole_batch_report(self, verdict: dict[str, Any], intro: str, a: str, b: str) -> list[str]:
+        """`intro`, the pair table with the examples each epoch used, and why each case is expected."""
+        used = {"examples per epoch": lambda c: f"{c['examples_per_epoch']} of {c['train_examples']}"}
+        why = [f"- **{c['case']}**: {c['why']}" for c in verdict["cases"] if c.get("why")]
+        return [intro, "", *self.pair_table(verdict, a, b, used), "", *why]
+
+
 class LossVsLrScale(DistanceKind):
     """Per optimizer: baseline, lr·scale (loss 1) and lr (loss·scale); distance between the last two."""
 
@@ -184,13 +191,8 @@ class GradAccumulation(DistanceKind):
     def report(self, verdict: dict[str, Any]) -> list[str]:
         s = verdict["settings"]
         b, k = s["micro_batch"], s["accumulate"]
-        return [
-            f"B = {b}, k = {k}: {k} accumulated micro-batches of {b} against one batch of {k * b}.",
-            "",
-            *self.pair_table(verdict, "accumulated", "large_batch",
-                             {"examples per epoch": lambda c: f"{c['examples_per_epoch']} of {c['train_examples']}"}),
-            "", *[f"- **{c['case']}**: {c['why']}" for c in verdict["cases"] if c.get("why")],
-        ]  # fmt: skip
+        intro = f"B = {b}, k = {k}: {k} accumulated micro-batches of {b} against one batch of {k * b}."
+        return self.whole_batch_report(verdict, intro, "accumulated", "large_batch")
 
 
 class DdpEquivalence(DistanceKind):
@@ -221,13 +223,8 @@ class DdpEquivalence(DistanceKind):
     def report(self, verdict: dict[str, Any]) -> list[str]:
         s = verdict["settings"]
         b, p = s["batch_size"], s["processes"]
-        return [
-            f"One process with batch {b} against {p} DDP processes (`strategy=ddp_spawn`, gloo) with {b // p} each.",
-            "",
-            *self.pair_table(verdict, "single", "ddp",
-                             {"examples per epoch": lambda c: f"{c['examples_per_epoch']} of {c['train_examples']}"}),
-            "", *[f"- **{c['case']}**: {c['why']}" for c in verdict["cases"] if c.get("why")],
-        ]  # fmt: skip
+        intro = f"One process with batch {b} against {p} DDP processes (`strategy=ddp_spawn`, gloo) with {b // p} each."
+        return self.whole_batch_report(verdict, intro, "single", "ddp")
 
 
 KINDS = {
