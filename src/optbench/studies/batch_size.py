@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from optbench.errors import ConfigError
 from optbench.studies.core import (
-    Study, advantage_verdict, difference_ci, equivalence_verdict, fmt, fmt_ci, mean_ci, pyplot, save_figure,
+    Study, advantage_ci, fmt, fmt_ci, judge_interval, mean_ci, pyplot, save_figure,
     seeds_of,
 )  # fmt: skip
 from optbench.tracking import log_batched
@@ -209,17 +209,14 @@ def judge(
     bound could have produced wrongly (supported when `a` has censored runs, refuted when `b` has, either
     for an equivalence) becomes inconclusive."""
     metric = claim.metric
-    sign = -1.0 if metric in CONVEX_METRICS else 1.0  # the advantage is positive when `a` is better
-    ci = difference_ci([sign * r[metric] for r in a], [sign * r[metric] for r in b], float(cfg.confidence))
-    margin = float(claim.get("margin", cfg.threshold))
-    test = claim.get("test", "advantage")
-    measured = equivalence_verdict(ci, margin) if test == "equivalence" else advantage_verdict(ci, margin)
+    ci = advantage_ci([r[metric] for r in a], [r[metric] for r in b], metric in CONVEX_METRICS, float(cfg.confidence))
+    judged = judge_interval(cfg, claim, ci)
     censored = [sum(not r.get("reached", True) for r in runs) for runs in (a, b)]
     return {
         "case": name, "statement": claim.statement, "metric": metric, "better": claim.better,
-        "than": claim.than, "test": test, "margin": margin, "advantage": ci, "value": ci["diff"],
-        "interval_verdict": measured, "censored": censored, "verdict": uncensored(measured, test, *censored),
-        **extra,
+        "than": claim.than, "test": judged["test"], "margin": judged["margin"], "advantage": ci,
+        "value": ci["diff"], "interval_verdict": judged["verdict"], "censored": censored,
+        "verdict": uncensored(judged["verdict"], judged["test"], *censored), **extra,
     }  # fmt: skip
 
 

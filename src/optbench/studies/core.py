@@ -169,6 +169,21 @@ def equivalence_verdict(ci: dict[str, float], margin: float) -> str:
     return "inconclusive"
 
 
+def advantage_ci(a: Sequence[float], b: Sequence[float], lower_is_better: bool, confidence: float) -> dict[str, float]:
+    """The interval of A's advantage over B: mean(a) − mean(b), negated where lower values are better."""
+    sign = -1.0 if lower_is_better else 1.0
+    return difference_ci([sign * v for v in a], [sign * v for v in b], confidence)
+
+
+def judge_interval(cfg: DictConfig, claim: DictConfig, ci: dict[str, float]) -> dict[str, Any]:
+    """A claim's test (`advantage` by default, or `equivalence`), its margin (default: the study's
+    threshold) and the verdict the interval `ci` of the claimed-better side's advantage gives."""
+    margin = float(claim.get("margin", cfg.threshold))
+    test = claim.get("test", "advantage")
+    verdict = equivalence_verdict(ci, margin) if test == "equivalence" else advantage_verdict(ci, margin)
+    return {"test": test, "margin": margin, "verdict": verdict}
+
+
 # --- running ------------------------------------------------------------------------------------------------
 
 # Final metrics kept per run in verdict.json (the rest stays in MLflow).

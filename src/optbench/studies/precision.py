@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from optbench.config import CONFIG_DIR, compose_config
 from optbench.errors import ConfigError
 from optbench.studies.core import (
-    Study, advantage_verdict, equivalence_verdict, fmt, fmt_ci, mean_ci, pyplot, save_figure, seeds_of,
+    Study, fmt, fmt_ci, judge_interval, mean_ci, pyplot, save_figure, seeds_of,
 )  # fmt: skip
 from optbench.studies.tuned import history
 
@@ -184,26 +184,22 @@ def loss_scale_range(runs: list[dict[str, Any]]) -> dict[str, float] | None:
 def judge(cfg: DictConfig, name: str, claim: DictConfig, results: dict[str, dict]) -> dict[str, Any]:
     """The verdict of one claim from the paired per-seed differences of its two precisions."""
     a, b = claim.compare
-    metric, test = claim.metric, claim.get("test", "advantage")
+    metric = claim.metric
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # positive when the first precision does better
     second = {run["seed"]: run for run in results[claim.regime][b]["runs"]}
     per_seed = [sign * (run.get(metric, math.nan) - second[run["seed"]].get(metric, math.nan))
                 for run in results[claim.regime][a]["runs"]]  # fmt: skip
     ci = mean_ci(per_seed, float(cfg.confidence))
-    margin = float(claim.get("margin", cfg.threshold))
-    verdict = equivalence_verdict(ci, margin) if test == "equivalence" else advantage_verdict(ci, margin)
     return {
         "case": name,
         "statement": claim.statement,
         "regime": claim.regime,
         "compare": [a, b],
         "metric": claim.metric,
-        "test": test,
-        "margin": margin,
         "per_seed": per_seed,
         "difference": ci,
         "value": ci["mean"],
-        "verdict": verdict,
+        **judge_interval(cfg, claim, ci),
     }
 
 

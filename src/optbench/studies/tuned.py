@@ -30,8 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optbench.errors import ConfigError
 from optbench.studies.core import (
-    Study, advantage_verdict, difference_ci, equivalence_verdict, fmt, fmt_ci, mean_ci, pyplot, save_figure,
-    seeds_of,
+    Study, advantage_ci, fmt, fmt_ci, judge_interval, mean_ci, pyplot, save_figure, seeds_of,
 )  # fmt: skip
 
 RUN_METRICS = ("test_acc", "val_acc_best", "gap", "steps_to_target", "seconds_to_target")
@@ -88,22 +87,16 @@ def judge(cfg: DictConfig, name: str, claim: DictConfig, per_case: dict[str, dic
         raise ConfigError(f"study {cfg.name}: claim {name}: unknown metric {metric}. Metrics: {', '.join(RUN_METRICS)}.")
     a = [run[metric] for run in per_case[claim.better]["runs"]]
     b = [run[metric] for run in per_case[claim.than]["runs"]]
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # the advantage is positive when `better` is better
-    ci = difference_ci([sign * v for v in a], [sign * v for v in b], float(cfg.confidence))
-    margin = float(claim.get("margin", cfg.threshold))
-    test = claim.get("test", "advantage")
-    verdict = equivalence_verdict(ci, margin) if test == "equivalence" else advantage_verdict(ci, margin)
+    ci = advantage_ci(a, b, metric in LOWER_IS_BETTER, float(cfg.confidence))
     return {
         "case": name,
         "statement": claim.statement,
         "metric": metric,
         "better": claim.better,
         "than": claim.than,
-        "test": test,
-        "margin": margin,
         "advantage": ci,
         "value": ci["diff"],
-        "verdict": verdict,
+        **judge_interval(cfg, claim, ci),
     }
 
 
