@@ -257,3 +257,32 @@ def test_grad_clipping_counts_divergences_and_judges_them(tracking_uri, mlflow_c
     diverged = [r for r in runs_of(mlflow_client, "study-grad_clipping") if r.data.tags.get("optbench.outcome") == "diverged"]
     assert len(diverged) >= len(cfg.seeds)  # recorded as diverged in MLflow, FINISHED, not failed
     assert all(r.info.status == "FINISHED" for r in diverged)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["seeds=[1,2"], "cannot parse --set seeds=\\[1,2"),
+        (["grid.scheduler=[nosuch]"], "does not fit the study's config: Cannot merge DictConfig with ListConfig"),
+        (["run_cases=[momentum+nosuch]"], None),  # parsed fine; refused when the study runs (below)
+    ],
+)
+def test_bad_study_overrides_are_one_paragraph_config_errors(overrides, message):
+    if message is None:
+        assert load_study("schedules", "test", overrides, params=False).run_cases == ["momentum+nosuch"]
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_study("schedules", "test", overrides, params=False)
+
+
+def test_a_case_naming_an_unknown_option_fails_its_verdict_run_with_the_valid_options(
+    tracking_uri, mlflow_client, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = load_study("adam_vs_sgd", "test", ["cases.sgd.overrides=[optimizer=nosuch]"], params=False)
+    with pytest.raises(ConfigError, match="Could not find 'optimizer/nosuch' Available options in 'optimizer': .*adamw"):
+        run_study(cfg, tmp_path)
+    runs = runs_of(mlflow_client, "study-adam_vs_sgd")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert any(r.info.status == "FAILED" and r.data.tags.get("optbench.kind") == KIND for r in runs)
+    assert not (tmp_path / "verdict.json").exists()

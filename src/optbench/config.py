@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 
 from optbench.errors import ConfigError
@@ -35,7 +36,11 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     """Compose conf/<config_name>.yaml as the command line would, for use from Python (tests, benchmarks,
     notebooks): Hydra's compose API, with HydraConfig set so ${hydra:...} interpolations resolve."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        try:
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        except HydraException as err:  # an unknown option or a malformed override: one paragraph, no traceback
+            message = " ".join(str(err).split("Config search path")[0].split())
+            raise ConfigError(f"Cannot compose {config_name}.yaml with {' '.join(overrides)}: {message}") from None
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # the task function never sees the hydra node

@@ -26,9 +26,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import yaml
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -80,14 +82,19 @@ def load_study(name: str, preset: str | None = None, overrides: Sequence[str] = 
         unknown = sorted(set(knobs) - set(cfg))
         if unknown:
             raise ConfigError(f"{params_file} sets {', '.join(unknown)}, which {path} does not have.")
-        cfg = OmegaConf.merge(cfg, knobs)
+        cfg = _merge(cfg, knobs, str(params_file))
     if preset is not None:
         presets = cfg.get("presets") or {}
         if preset not in presets:
             raise ConfigError(f"Study {name} has no preset '{preset}'. Presets: {', '.join(presets) or 'none'}.")
-        cfg = OmegaConf.merge(cfg, presets[preset])
+        cfg = _merge(cfg, presets[preset], f"preset {preset}")
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        try:
+            dotlist = OmegaConf.from_dotlist(list(overrides))
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            problem = " ".join(str(err).split())
+            raise ConfigError(f"study {name}: cannot parse --set {' '.join(overrides)}: {problem}") from None
+        cfg = _merge(cfg, dotlist, "--set " + " ".join(overrides))
     missing = [key for key in REQUIRED_KEYS if key not in cfg]
     if missing:
         raise ConfigError(f"{path} lacks {', '.join(missing)}.")
@@ -97,6 +104,14 @@ def load_study(name: str, preset: str | None = None, overrides: Sequence[str] = 
         raise ConfigError(f"study {name}: threshold must be a number >= 0, got {cfg.threshold!r}.")
     cfg.preset = preset
     return cfg
+
+
+def _merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as err:  # e.g. a list given where the study has a mapping
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"study {cfg.name}: {source} does not fit the study's config: {first}.") from None
 
 
 def selected_cases(cfg: DictConfig, key: str = "optimizers") -> list[str]:
