@@ -3,13 +3,13 @@
     .venv/bin/python benchmarks/overhead.py                     # cnn on mnist5k, adamw, 3 epochs x 3 repeats
     .venv/bin/python benchmarks/overhead.py --epochs 4 --repeats 5 --model mlp --data digits
 
-Three loops train the same model (optbench.models.build_model from the same composed config), on the same
-tensors (optbench.data.load_dataset), with the same optimizer (optbench.optim.build_optimizer), batch size,
+Three loops train the same model (optbench.training.models.build_model from the same composed config), on the same
+tensors (optbench.training.data.load_dataset), with the same optimizer (optbench.training.optim.build_optimizer), batch size,
 seed, batch order, number of optimizer steps and torch.use_deterministic_algorithms setting:
 
 * plain     per epoch: randperm, one gather x[perm], slice batches, forward, cross-entropy, zero_grad,
             backward, step. The reference: what optbench's IndexBatches feeds Lightning, without Lightning.
-* optbench  optbench.train.train(cfg) itself (logger=none, no progress bar). Training time is optbench's
+* optbench  optbench.training.train.train(cfg) itself (logger=none, no progress bar). Training time is optbench's
             own clock (RunClock: validation paused out; time/train_s at the end), split into epochs at
             each on_train_epoch_start, so Lightning's work between epochs counts too.
 * loader    the naive alternative to slicing: DataLoader(TensorDataset(x, y), batch_size, shuffle=True).
@@ -61,12 +61,12 @@ from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-import optbench.module  # noqa: E402
-import optbench.train  # noqa: E402
-from optbench.data import Dataset, load_dataset  # noqa: E402
-from optbench.models import build_model  # noqa: E402
-from optbench.config import compose_config  # noqa: E402
-from optbench.optim import build_optimizer  # noqa: E402
+import optbench.training.module  # noqa: E402
+import optbench.training.train  # noqa: E402
+from optbench.core.config import compose_config  # noqa: E402
+from optbench.training.data import Dataset, load_dataset  # noqa: E402
+from optbench.training.models import build_model  # noqa: E402
+from optbench.training.optim import build_optimizer  # noqa: E402
 
 GOAL = 0.95
 console = Console(highlight=False)
@@ -176,7 +176,7 @@ class Result:
 
 
 def prepare(cfg: DictConfig) -> tuple[Dataset, nn.Module, torch.optim.Optimizer, nn.Module]:
-    """Seed, data, model, optimizer and loss, in the order optbench.train.train creates them."""
+    """Seed, data, model, optimizer and loss, in the order optbench.training.train.train creates them."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))  # what Trainer(deterministic=...) sets
     data = load_dataset(cfg.data)
@@ -251,32 +251,32 @@ class RunClockProbe:
     def __init__(self) -> None:
         self.epoch_starts: list[float] = []
         self.step_marks: list[list[float]] = []
-        self._originals = {name: getattr(optbench.module.RunClock, name) for name in ("start_epoch", "count")}
+        self._originals = {name: getattr(optbench.training.module.RunClock, name) for name in ("start_epoch", "count")}
 
     def __enter__(self) -> RunClockProbe:
         probe, original = self, self._originals
 
-        def start_epoch(clock: optbench.module.RunClock) -> None:
+        def start_epoch(clock: optbench.training.module.RunClock) -> None:
             original["start_epoch"](clock)
             probe.epoch_starts.append(clock._epoch_elapsed_at_start)
             probe.step_marks.append([])
 
-        def count(clock: optbench.module.RunClock, samples: int) -> None:
+        def count(clock: optbench.training.module.RunClock, samples: int) -> None:
             original["count"](clock, samples)
             probe.step_marks[-1].append(time.perf_counter())
 
-        optbench.module.RunClock.start_epoch = start_epoch  # type: ignore[method-assign]
-        optbench.module.RunClock.count = count  # type: ignore[method-assign]
+        optbench.training.module.RunClock.start_epoch = start_epoch  # type: ignore[method-assign]
+        optbench.training.module.RunClock.count = count  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         for name, original in self._originals.items():
-            setattr(optbench.module.RunClock, name, original)
+            setattr(optbench.training.module.RunClock, name, original)
 
 
 def run_optbench(cfg: DictConfig) -> Result:
     with RunClockProbe() as probe:
-        metrics = optbench.train.train(copy.deepcopy(cfg))
+        metrics = optbench.training.train.train(copy.deepcopy(cfg))
     # time/train_s is logged at the last validation, with RunClock paused: the end of training.
     boundaries = [*probe.epoch_starts, metrics["time/train_s"]]
     epoch_seconds = [b - a for a, b in zip(boundaries, boundaries[1:])]

@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from optbench.config import compose_config
-from optbench.tune import tune
+from optbench.core.config import compose_config
+from optbench.tuning.tune import tune
 
 
 def study_config(workdir: Path, pruner: str, args: argparse.Namespace):
@@ -77,7 +77,9 @@ def main() -> None:
             study = optuna.load_study(study_name=f"bench-{pruner}", storage=cfg.tune.storage)
             results[pruner] = (summary, epochs_spent(study, args.epochs), seconds)
 
-    table = Table(title=f"Pruning: {args.optimizer} on {args.data}/{args.model}, {args.trials} trials x {args.epochs} epochs")
+    table = Table(
+        title=f"Pruning: {args.optimizer} on {args.data}/{args.model}, {args.trials} trials x {args.epochs} epochs"
+    )
     for column in ("pruner", "epochs trained", "pruned trials", "best val/acc", "best lr", "seconds"):
         table.add_column(column, justify="right")
     for pruner, (summary, epochs, seconds) in results.items():

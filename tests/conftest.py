@@ -11,9 +11,22 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from optbench.config import compose_config  # noqa: F401  (tests import it from here)
+from optbench.core.config import compose_config  # noqa: F401  (tests import it from here)
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_do_not_train(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked `unit` fails if it starts a Lightning fit: the unit tier stays fast by construction."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import lightning.pytorch as L
+
+    def refuse(*args, **kwargs):
+        pytest.fail("a test marked unit started Trainer.fit: drop the marker or the training", pytrace=False)
+
+    monkeypatch.setattr(L.Trainer, "fit", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from conftest import runs_of
-from optbench.studies.core import KIND
+
+from optbench.studies.run import KIND
 
 
 def check_well_formed(verdict: dict, cfg, out: Path, words: tuple[str, ...]) -> None:
@@ -30,7 +31,9 @@ def check_mlflow(client, name: str, verdict: dict, n_children: int) -> list:
     parent = client.get_run(verdict["mlflow"]["run_id"])
     assert parent.data.tags["optbench.kind"] == KIND and parent.info.status == "FINISHED"
     assert {"verdict.json", "report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    children = [r for r in runs_of(client, f"study-{name}") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [
+        r for r in runs_of(client, f"study-{name}") if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]
     assert len(children) == n_children
     assert all(r.info.status == "FINISHED" for r in children)
     return children

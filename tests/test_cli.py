@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import runs_of
+from mlflow.tracking import MlflowClient
 
 OPTBENCH_TRAIN = str(Path(sys.executable).parent / "optbench-train")
 FAST = ["trainer=fast", "data=digits", "model=mlp"]
@@ -35,8 +34,11 @@ def test_multirun_sweep_logs_one_mlflow_run_per_job(tmp_path):
 
     runs = runs_of(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "sweep")
     assert sorted((r.data.params["optimizer.name"], r.data.params["seed"]) for r in runs) == [
-        ("adam", "0"), ("adam", "1"), ("sgd", "0"), ("sgd", "1"),
-    ]  # fmt: skip
+        ("adam", "0"),
+        ("adam", "1"),
+        ("sgd", "0"),
+        ("sgd", "1"),
+    ]
     for run in runs:
         assert run.info.status == "FINISHED"
         assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
@@ -54,7 +56,7 @@ def test_multirun_sweep_logs_one_mlflow_run_per_job(tmp_path):
 
 
 def test_python_dash_m_runs_the_same_entry_point(tmp_path):
-    result = run_cli(tmp_path, *FAST, "logger=none", command=[sys.executable, "-m", "optbench.train"])
+    result = run_cli(tmp_path, *FAST, "logger=none", command=[sys.executable, "-m", "optbench.cli.train"])
     assert result.returncode == 0, result.stderr
     assert "test/acc" in json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
 

@@ -15,15 +15,17 @@ import nbclient
 import nbformat
 import pandas as pd
 import pytest
+from conftest import compose_config, runs_of
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config, runs_of
-from optbench.compare import build_comparison, compare, mean_ci, seconds_at
-from optbench.errors import ConfigError
-from optbench.report import format_table
+from optbench.compare.analysis import build_comparison, seconds_at
+from optbench.compare.publish import compare
+from optbench.compare.report import format_table
+from optbench.core.errors import ConfigError
+from optbench.stats import mean_ci
 from optbench.tracking import experiment_id
-from optbench.train import train
+from optbench.training.train import train
 
 OPTBENCH_COMPARE = str(Path(sys.executable).parent / "optbench-compare")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_optimizers.ipynb"
@@ -60,22 +62,36 @@ class Store:
         """Log one run the way optbench-train does (same names), with explicit steps; return its id."""
         self.clock += 1000
         tags = {"optbench.outcome": "diverged" if diverged_tag else "completed", **(tags or {})}
-        run = self.client.create_run(experiment_id or self.exp_id, start_time=self.clock, tags=tags,
-                                     run_name=f"{optimizer}-s{seed}")  # fmt: skip
-        all_params = {"optimizer.name": optimizer, "seed": seed, "data.name": "digits", "model.name": "mlp",
-                      "trainer.max_epochs": 3, **(params or {})}  # fmt: skip
+        run = self.client.create_run(
+            experiment_id or self.exp_id, start_time=self.clock, tags=tags, run_name=f"{optimizer}-s{seed}"
+        )
+        all_params = {
+            "optimizer.name": optimizer,
+            "seed": seed,
+            "data.name": "digits",
+            "model.name": "mlp",
+            "trainer.max_epochs": 3,
+            **(params or {}),
+        }
         best, metrics = -math.inf, []
         for step, acc, seconds, loss in zip(steps, val_acc, times, train_loss):
             best = max(best, acc)
-            metrics += [Metric("val/acc", acc, self.clock, step), Metric("val/acc_best", best, self.clock, step),
-                        Metric("time/train_s", seconds, self.clock, step), Metric("train/loss", loss, self.clock, step),
-                        Metric("train/samples_per_sec", 100.0 * (1 + seed), self.clock, step)]  # fmt: skip
+            metrics += [
+                Metric("val/acc", acc, self.clock, step),
+                Metric("val/acc_best", best, self.clock, step),
+                Metric("time/train_s", seconds, self.clock, step),
+                Metric("train/loss", loss, self.clock, step),
+                Metric("train/samples_per_sec", 100.0 * (1 + seed), self.clock, step),
+            ]
         last = steps[-1]
-        metrics += [Metric("test/acc", test_acc, self.clock, last),
-                    Metric("train/diverged", float(diverged_metric), self.clock, last),
-                    Metric("optimizer/state_to_param_ratio", 2.0, self.clock, last)]  # fmt: skip
-        self.client.log_batch(run.info.run_id, metrics=metrics,
-                              params=[Param(k, str(v)) for k, v in all_params.items()])  # fmt: skip
+        metrics += [
+            Metric("test/acc", test_acc, self.clock, last),
+            Metric("train/diverged", float(diverged_metric), self.clock, last),
+            Metric("optimizer/state_to_param_ratio", 2.0, self.clock, last),
+        ]
+        self.client.log_batch(
+            run.info.run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in all_params.items()]
+        )
         self.client.set_terminated(run.info.run_id, status)
         return run.info.run_id
 
@@ -119,12 +135,13 @@ def test_mean_and_confidence_interval_match_a_hand_computation(store):
 
 def test_mean_ci_edge_cases():
     half = T_975_2 * 0.05 / 3**0.5
-    assert mean_ci([0.8, 0.9, 0.85]) == pytest.approx((0.85, 0.85 - half, 0.85 + half, 3))
-    mean, low, high, n = mean_ci([0.7, float("nan")])  # non-finite values do not count
+    ci = mean_ci([0.8, 0.9, 0.85])
+    assert (ci["mean"], ci["low"], ci["high"], ci["n"]) == pytest.approx((0.85, 0.85 - half, 0.85 + half, 3))
+    mean, low, high, n = mean_ci([0.7, float("nan")]).values()  # non-finite values do not count
     assert (mean, n) == (0.7, 1) and math.isnan(low) and math.isnan(high)
-    assert mean_ci([])[3] == 0 and math.isnan(mean_ci([])[0])
+    assert mean_ci([])["n"] == 0 and math.isnan(mean_ci([])["mean"])
     # s = 1/sqrt(2), s/sqrt(n) = 0.5; t_{0.95, 1} = 6.3138 for a 90% interval
-    assert mean_ci([1.0, 2.0], confidence=0.9)[2] == pytest.approx(1.5 + 6.313751514675 * 0.5)
+    assert mean_ci([1.0, 2.0], confidence=0.9)["high"] == pytest.approx(1.5 + 6.313751514675 * 0.5)
 
 
 def test_steps_and_seconds_to_target_count_runs_that_never_reach_it(store):
@@ -298,9 +315,21 @@ def test_report_files_are_written(store):
     assert on_disk == summary
     assert {"target", "n_runs", "confidence", "adam", "sgd", "lion"} == set(summary)
     assert summary["n_runs"] == 6 and summary["target"] == pytest.approx(0.86)
-    assert {"rank", "n_runs", "n_diverged", "reached", "val_acc_best", "val_acc_best_low", "val_acc_best_high",
-            "test_acc", "train_loss", "steps_to_target", "seconds_to_target", "state_to_param_ratio",
-            "samples_per_sec"} <= set(summary["adam"])  # fmt: skip
+    assert {
+        "rank",
+        "n_runs",
+        "n_diverged",
+        "reached",
+        "val_acc_best",
+        "val_acc_best_low",
+        "val_acc_best_high",
+        "test_acc",
+        "train_loss",
+        "steps_to_target",
+        "seconds_to_target",
+        "state_to_param_ratio",
+        "samples_per_sec",
+    } <= set(summary["adam"])
     assert all(isinstance(v, (int, float)) or v is None for v in summary["adam"].values())
     report = (out / "report.md").read_text()
     assert "| Rank | Optimizer | Runs | Best val acc |" in report
@@ -325,9 +354,17 @@ def test_lr_sensitivity_plot_from_tuning_trials(store):
     for optimizer in ("adam", "sgd"):
         study = store.client.create_run(tune_exp, tags={"optbench.kind": "study", "optbench.study": optimizer})
         for trial, lr in enumerate((1e-3, 1e-2, 1e-1)):
-            store.run(optimizer, 0, experiment_id=tune_exp, params={"optimizer.lr": lr},
-                      tags={"mlflow.parentRunId": study.info.run_id, "optbench.trial": str(trial),
-                            "optbench.study": optimizer})  # fmt: skip
+            store.run(
+                optimizer,
+                0,
+                experiment_id=tune_exp,
+                params={"optimizer.lr": lr},
+                tags={
+                    "mlflow.parentRunId": study.info.run_id,
+                    "optbench.trial": str(trial),
+                    "optbench.study": optimizer,
+                },
+            )
 
     comparison = build_comparison(store.cfg(f"tune_experiment={store.experiment}-tune"))
     assert sorted(comparison.trials.lr) == pytest.approx([1e-3, 1e-3, 1e-2, 1e-2, 1e-1, 1e-1])
@@ -354,8 +391,12 @@ def test_an_experiment_that_does_not_exist_is_a_clear_error(store):
 
 def test_bad_settings_are_clear_errors_and_a_null_target_may_be_spelt_none(store):
     store.run("adam", 0)
-    bad = {"target=1.5": "target must be a validation accuracy", "target=abc": "target must be",
-           "confidence=1": "confidence must lie", "optimizers=[]": "optimizers is an empty list"}  # fmt: skip
+    bad = {
+        "target=1.5": "target must be a validation accuracy",
+        "target=abc": "target must be",
+        "confidence=1": "confidence must lie",
+        "optimizers=[]": "optimizers is an empty list",
+    }
     for override, message in bad.items():
         with pytest.raises(ConfigError, match=message):
             build_comparison(store.cfg(override))
@@ -376,8 +417,9 @@ def test_a_missing_sqlite_store_is_an_error_and_not_created(store, tmp_path):
 
 def test_the_command_line_reports_bad_input_with_exit_status_2(tracking_uri, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    result = subprocess.run([OPTBENCH_COMPARE, "experiment=nope"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [OPTBENCH_COMPARE, "experiment=nope"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "optbench: error: no MLflow experiment named nope in sqlite:///" in result.stderr
@@ -391,14 +433,23 @@ def test_end_to_end_on_real_training_runs(make_cfg, tmp_path):
     finals = {}
     for optimizer in ("sgd", "adam"):
         for seed in (0, 1):
-            metrics = train(make_cfg("data=digits", "model=mlp", f"optimizer={optimizer}", f"seed={seed}",
-                                     "trainer.max_epochs=2"))  # fmt: skip
+            metrics = train(
+                make_cfg("data=digits", "model=mlp", f"optimizer={optimizer}", f"seed={seed}", "trainer.max_epochs=2")
+            )
             finals.setdefault(optimizer, []).append(metrics["val/acc_best"])
     experiment = make_cfg().experiment
     out = tmp_path / "compare"
 
-    summary = compare(compose_config(f"experiment={experiment}", f"output_dir={out}", "data=digits", "model=mlp",
-                                     "max_epochs=2", config_name="compare"))  # fmt: skip
+    summary = compare(
+        compose_config(
+            f"experiment={experiment}",
+            f"output_dir={out}",
+            "data=digits",
+            "model=mlp",
+            "max_epochs=2",
+            config_name="compare",
+        )
+    )
 
     assert summary["n_runs"] == 4
     for optimizer, values in finals.items():
@@ -426,16 +477,20 @@ def test_the_notebook_executes_against_the_store(store, tmp_path, monkeypatch):
     # kernel of another Python (a user-wide python3 kernelspec) can be picked up instead.
     kernels = tmp_path / "jupyter" / "kernels" / "optbench-test"
     kernels.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "optbench test", "language": "python"}  # fmt: skip
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "optbench test",
+        "language": "python",
+    }
     (kernels / "kernel.json").write_text(json.dumps(spec))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     monkeypatch.setenv("OPTBENCH_EXPERIMENT", store.experiment)
     nb = nbformat.read(NOTEBOOK, as_version=4)
 
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="optbench-test",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="optbench-test", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

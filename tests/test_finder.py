@@ -12,13 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import compose_config, runs_of
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from conftest import compose_config, runs_of
-from optbench.errors import ConfigError
-from optbench.finder import batch_size_find, lr_find
-from optbench.module import OptbenchModule
+from optbench.core.errors import ConfigError
+from optbench.training.finder import batch_size_find, lr_find
+from optbench.training.module import OptbenchModule
 
 LR_FIND = str(Path(sys.executable).parent / "optbench-lr-find")
 # The default trainer, not trainer=fast: the finders set their own lengths (find.num_training steps).

@@ -1,7 +1,7 @@
 """Each optimizer's first update matches its reference update rule on a tiny problem.
 
 Every config in conf/optimizer/ is loaded as shipped (a few values overridden to reach the decay and option
-paths), built with optbench.optim.build_optimizer on one fixed float64 parameter with a known gradient,
+paths), built with optbench.training.optim.build_optimizer on one fixed float64 parameter with a known gradient,
 stepped once, and compared with the update rule written out by hand below from the paper / the library's
 documented algorithm. The rules are first-step rules: every moment and buffer starts at zero and t = 1.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,12 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from optbench.errors import ConfigError
-from optbench.optim import build_optimizer, check_optimizer, state_bytes
-from optbench.train import CONFIG_DIR
+from optbench.core.config import group_options, load_option
+from optbench.core.errors import ConfigError
+from optbench.training.optim import build_optimizer, check_optimizer, state_bytes
 
-OPTIMIZER_DIR = Path(CONFIG_DIR) / "optimizer"
-OPTIMIZERS = sorted(path.stem for path in OPTIMIZER_DIR.glob("*.yaml"))
+OPTIMIZERS = group_options("optimizer")
 FROM_PYTORCH_OPTIMIZER = ("lamb", "lars", "lion")  # the rest are torch.optim classes
 
 # The tiny problem: one parameter, either a matrix (a layer weight) or a vector (a bias or norm scale),
@@ -42,7 +40,7 @@ GRADIENTS = {
 
 def optimizer_config(name: str, /, **overrides: object) -> DictConfig:
     """conf/optimizer/<name>.yaml as shipped, with `overrides` merged in."""
-    return OmegaConf.merge(OmegaConf.load(OPTIMIZER_DIR / f"{name}.yaml"), overrides)
+    return OmegaConf.merge(load_option("optimizer", name), overrides)
 
 
 class OneParameter(nn.Module):

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from optbench.core.config import compose_config
+from optbench.training.data import load_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "grad_accumulation"  # the fastest claim study
 TINY = {
@@ -28,7 +31,6 @@ TINY = {
     "tune": {"space": "lr", "n_trials": 2, "epochs": 1},
     "target": None,
 }
-
 
 
 def test_every_params_preset_sets_the_same_knobs_as_params_yaml_with_valid_options():
@@ -91,10 +93,17 @@ def first_repro(repo: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
-    assert stages_run(first_repro.stdout) >= {"prepare", "tune@sgd", "tune@adam", "train@sgd-0", "train@adam-1",
-                                              f"pipelines/{STUDY}/dvc.yaml:run"}  # fmt: skip
+    assert stages_run(first_repro.stdout) >= {
+        "prepare",
+        "tune@sgd",
+        "tune@adam",
+        "train@sgd-0",
+        "train@adam-1",
+        f"pipelines/{STUDY}/dvc.yaml:run",
+    }
     info = json.loads((repo / "results/data/digits.json").read_text())
-    assert info["train"] == 1257 and len(info["fingerprint"]) == 16
+    expected = load_dataset(compose_config("data=digits").data)
+    assert info["train"] == len(expected.train) and info["fingerprint"] == expected.fingerprint
     for optimizer in TINY["optimizers"]:
         best = json.loads((repo / f"results/tune/{optimizer}/best.json").read_text())
         assert best["n_finished"] == TINY["tune"]["n_trials"]

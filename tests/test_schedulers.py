@@ -1,7 +1,7 @@
 """The learning-rate trajectory of each scheduler must match its closed-form formula.
 
 Every config in conf/scheduler/ is loaded as shipped (a few values overridden to fit a 20-step run), built
-with optbench.optim.build_scheduler on SGD with lr_0 = 0.1, and stepped as Lightning steps it: one
+with optbench.training.optim.build_scheduler on SGD with lr_0 = 0.1, and stepped as Lightning steps it: one
 scheduler.step() after each optimizer.step() (step(metric) for plateau). lr_t is the learning rate the t-th
 optimizer step uses, t = 0 .. total - 1, and is compared with the formula written out below.
 """
@@ -11,26 +11,24 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optbench.errors import ConfigError
-from optbench.optim import build_scheduler
-from optbench.train import CONFIG_DIR
+from optbench.core.config import group_options, load_option
+from optbench.core.errors import ConfigError
+from optbench.training.optim import build_scheduler
 
-SCHEDULER_DIR = Path(CONFIG_DIR) / "scheduler"
-SCHEDULERS = sorted(path.stem for path in SCHEDULER_DIR.glob("*.yaml"))
+SCHEDULERS = group_options("scheduler")
 LR0 = 0.1
 TOTAL = 20
 
 
 def scheduler_config(name: str, /, **overrides: object) -> DictConfig:
     """conf/scheduler/<name>.yaml as shipped, with `overrides` merged in."""
-    return OmegaConf.merge(OmegaConf.load(SCHEDULER_DIR / f"{name}.yaml"), overrides)
+    return OmegaConf.merge(load_option("scheduler", name), overrides)
 
 
 def sgd() -> torch.optim.SGD:
@@ -160,9 +158,11 @@ OPTIONS: dict[str, dict[str, list]] = {
     "cosine": {"T_max": [None, 12], "eta_min": [0.0, 0.01]},
     "linear_warmup": {"warmup_steps": [None, 4], "warmup_fraction": [0.1, 0.25], "start_factor": [0.01, 0.5]},
     "warmup_cosine": {
-        "warmup_steps": [None, 4], "warmup_fraction": [0.1, 0.25], "start_factor": [0.01, 0.5],
+        "warmup_steps": [None, 4],
+        "warmup_fraction": [0.1, 0.25],
+        "start_factor": [0.01, 0.5],
         "eta_min": [0.0, 0.01],
-    },  # fmt: skip
+    },
     "onecycle": {"pct_start": [0.3, 0.25], "anneal_strategy": ["cos", "linear"], "three_phase": [False, True]},
 }
 

@@ -1,4 +1,4 @@
-from optbench.train import train
+from optbench.training.train import train
 
 
 def test_default_config_trains_and_reports_test_accuracy(make_cfg):

@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import runs_of
-from optbench.config import compose_config
-from optbench.errors import ConfigError
-from optbench.studies.batch_size import FULL, check_config, judge, uncensored, variant_overrides
-from optbench.studies.core import advantage_verdict, equivalence_verdict, load_study, run_study
 from study_checks import check_well_formed
+
+from optbench.core.config import compose_config
+from optbench.core.errors import ConfigError
+from optbench.stats import advantage_verdict, equivalence_verdict
+from optbench.studies.config import load_study
+from optbench.studies.kinds.batch_size import FULL, check_config, judge, uncensored, variant_overrides
+from optbench.studies.run import run_study
 
 NAME = "batch_size_scaling"
 WORDS = ("supported", "refuted", "inconclusive")
@@ -25,7 +27,7 @@ def study(tracking_uri, tmp_path_factory):
     out = tmp_path_factory.mktemp("batch_size_scaling")
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        cfg = load_study(NAME, "test", params=False)
+        cfg = load_study(NAME, "test")
         verdict = run_study(cfg, out)
     return cfg, verdict, out
 
@@ -54,8 +56,9 @@ def test_each_verdict_is_the_rule_applied_to_the_recorded_interval(study):
         else:
             a, b = convex[claim["better"]]["runs"], convex[claim["than"]]["runs"]
         sign = 1 if claim["metric"] == "test_acc" else -1  # fewer steps, examples or seconds is better
-        mean = lambda runs: sum(r[claim["metric"]] for r in runs) / len(runs)  # noqa: E731
-        assert claim["advantage"]["diff"] == pytest.approx(sign * (mean(a) - mean(b)))
+        metric = claim["metric"]
+        mean_a, mean_b = (sum(r[metric] for r in runs) / len(runs) for runs in (a, b))
+        assert claim["advantage"]["diff"] == pytest.approx(sign * (mean_a - mean_b))
         assert claim["censored"] == [sum(not r.get("reached", True) for r in runs) for runs in (a, b)]
 
 
@@ -115,8 +118,11 @@ def test_every_run_is_nested_under_a_finished_verdict_run(study, mlflow_client):
     cfg, verdict, _ = study
     parent = mlflow_client.get_run(verdict["mlflow"]["run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["optbench.kind"] == "study_verdict"
-    nested = [r for r in runs_of(mlflow_client, f"study-{NAME}")
-              if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]  # fmt: skip
+    nested = [
+        r
+        for r in runs_of(mlflow_client, f"study-{NAME}")
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]
     n_seeds = len(cfg.seeds)
     # part A: per batch size one tuning parent and a run per seed; part B: the base likewise, and per
     # factor one retuning parent and a run per seed and rule
@@ -131,7 +137,7 @@ def test_every_run_is_nested_under_a_finished_verdict_run(study, mlflow_client):
 
 
 def test_a_censored_side_cannot_carry_the_verdict_its_bound_would_fake():
-    cfg = load_study(NAME, "test", params=False)
+    cfg = load_study(NAME, "test")
     claim = cfg.claims.full_batch_fewest_steps  # steps_to_eps, full_batch better than mini_batch
     fast = [{"steps_to_eps": 2, "reached": False}] * 3  # stopped at 2 steps without reaching eps
     slow = [{"steps_to_eps": steps, "reached": True} for steps in (10, 11, 12)]
@@ -155,14 +161,14 @@ def test_a_censored_side_cannot_carry_the_verdict_its_bound_would_fake():
     ],
 )
 def test_a_bad_study_config_fails_before_any_run(override, message):
-    cfg = load_study(NAME, "test", [override], params=False)
+    cfg = load_study(NAME, "test", [override])
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
 
 
 @pytest.mark.parametrize("preset", [None, "test", "gpu"])
 def test_every_preset_composes_into_the_runs_it_describes(preset):
-    cfg = load_study(NAME, preset, params=preset is None)
+    cfg = load_study(NAME, preset)
     check_config(cfg)
     full = compose_config(*cfg.train, *variant_overrides(cfg, FULL))
     assert full.optimizer.full_batch is True and full.data.name == "regression" and full.model.name == "linear"

@@ -8,25 +8,31 @@ import math
 
 import pytest
 import torch
-from lightning.pytorch.plugins import MixedPrecision
-
 from conftest import compose_config
+from lightning.pytorch.plugins import MixedPrecision
 from study_checks import check_mlflow, check_well_formed
-from optbench.config import validate
-from optbench.errors import ConfigError
-from optbench.studies.core import advantage_verdict, equivalence_verdict, load_study, mean_ci, run_study
-from optbench.studies.memory import AS_CLAIMED, NOT_AS_CLAIMED, check_knobs, verdict_of
-from optbench.studies.precision import FP16_NORMAL_MIN, FP16_SUBNORMAL_MIN, regime_overrides, underflow_fractions
-from optbench.train import build_trainer
 
-
+from optbench.core.errors import ConfigError
+from optbench.stats import advantage_verdict, equivalence_verdict, mean_ci
+from optbench.studies.config import load_study
+from optbench.studies.kinds.memory import AS_CLAIMED, NOT_AS_CLAIMED, check_knobs, verdict_of
+from optbench.studies.kinds.precision import FP16_NORMAL_MIN, FP16_SUBNORMAL_MIN, regime_overrides, underflow_fractions
+from optbench.studies.run import run_study
+from optbench.training.checks import validate
+from optbench.training.train import build_trainer
 
 # --- precision ----------------------------------------------------------------------------------------------
 
 
 def test_precision_16_mixed_unscaled_is_fp16_autocast_with_a_disabled_scaler():
-    cfg = compose_config("data=digits", "model=logreg", "optimizer=momentum", "trainer=fast", "logger=none",
-                         "precision=16-mixed-unscaled")  # fmt: skip
+    cfg = compose_config(
+        "data=digits",
+        "model=logreg",
+        "optimizer=momentum",
+        "trainer=fast",
+        "logger=none",
+        "precision=16-mixed-unscaled",
+    )
     validate(cfg)
     plugin = build_trainer(cfg, None).precision_plugin
     assert isinstance(plugin, MixedPrecision) and plugin.precision == "16-mixed" and plugin.device == "cpu"
@@ -43,12 +49,12 @@ def test_precision_underflow_fractions_count_what_fp16_loses():
     assert fractions["zero_grad"] == pytest.approx(2 / 7)
     assert fractions["below_fp16_subnormal"] == pytest.approx(1 / 5)  # 2^-25 < 2^-24
     assert fractions["below_fp16_normal"] == pytest.approx(2 / 5)  # 2^-25 and 2^-20; 2^-14 itself is normal
-    assert 2.0**-25 < FP16_SUBNORMAL_MIN and torch.tensor(2.0**-25).half() == 0  # what the threshold means
+    assert FP16_SUBNORMAL_MIN > 2.0**-25 and torch.tensor(2.0**-25).half() == 0  # what the threshold means
     assert math.isnan(underflow_fractions([torch.zeros(3)])["below_fp16_subnormal"])
 
 
 def test_precision_small_gradient_regime_only_rescales_sgd_without_weight_decay():
-    cfg = load_study("precision", "test", params=False)
+    cfg = load_study("precision", "test")
     assert regime_overrides(cfg, 0) == []
     assert regime_overrides(cfg, 16) == ["loss_scale=1.52587890625e-05", "optimizer.lr=3276.8"]  # 0.05 · 2^16
     cfg.train = [o.replace("optimizer=momentum", "optimizer=adam") for o in cfg.train]
@@ -60,7 +66,7 @@ def test_precision_test_preset_judges_each_claim_and_fp16_unscaled_never_scales(
     tracking_uri, mlflow_client, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    cfg = load_study("precision", "test", params=False)
+    cfg = load_study("precision", "test")
     verdict = run_study(cfg, tmp_path)
     check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
     if not torch.cuda.is_available():  # what the CPU cannot measure is said, not faked
@@ -96,8 +102,8 @@ def test_precision_test_preset_judges_each_claim_and_fp16_unscaled_never_scales(
 
 
 def test_optimizer_memory_rejects_a_case_without_its_claim():
-    cfg = load_study("optimizer_memory", "test", params=False)
-    check_knobs(cfg, list(cfg.optimizers))
+    cfg = load_study("optimizer_memory", "test")
+    check_knobs(cfg, list(cfg.run_cases))
     del cfg.cases.adam["expected_ratio"]
     with pytest.raises(ConfigError, match="case adam needs a number expected_ratio"):
         check_knobs(cfg, ["adam"])
@@ -109,11 +115,11 @@ def test_optimizer_memory_test_preset_measures_the_textbook_state_sizes(
     tracking_uri, mlflow_client, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    cfg = load_study("optimizer_memory", "test", params=False)
+    cfg = load_study("optimizer_memory", "test")
     verdict = run_study(cfg, tmp_path)
     check_well_formed(verdict, cfg, tmp_path, (AS_CLAIMED, NOT_AS_CLAIMED))
     cases = {c["case"]: c for c in verdict["cases"]}
-    assert list(cases) == list(cfg.optimizers)
+    assert list(cases) == list(cfg.run_cases)
     for c in cases.values():  # computed from the measured ratio and the config's claim
         assert c["value"] == c["state_ratio"] == c["state_bytes"] / c["param_bytes"]
         assert c["verdict"] == verdict_of(c["state_ratio"], c["expected_ratio"], c["tolerance"])

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import compose_config, runs_of
 from optuna.trial import TrialState
 
-from conftest import compose_config, runs_of
-from optbench.errors import ConfigError
-from optbench.train import train
-from optbench.tune import tune
+from optbench.core.errors import ConfigError
+from optbench.training.train import train
+from optbench.tuning.tune import tune
 
 OPTBENCH_TUNE = str(Path(sys.executable).parent / "optbench-tune")
 SMALL = ("data=digits", "model=mlp", "trainer=fast", "trainer.max_epochs=2", "optimizer=sgd")
@@ -182,9 +182,13 @@ def test_bad_tuning_input_is_rejected_before_the_storage_is_touched(tune_cfg, tm
 
 def _tune_cli(tmp_path: Path, *args: str) -> list[str]:
     return [
-        OPTBENCH_TUNE, *SMALL, "experiment=cli",
-        f"tune.storage=sqlite:///{tmp_path / 'optuna.db'}", f"tune.output_dir={tmp_path / 'tune'}", *args,
-    ]  # fmt: skip
+        OPTBENCH_TUNE,
+        *SMALL,
+        "experiment=cli",
+        f"tune.storage=sqlite:///{tmp_path / 'optuna.db'}",
+        f"tune.output_dir={tmp_path / 'tune'}",
+        *args,
+    ]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -205,8 +209,12 @@ def test_two_tuning_processes_started_together_on_a_fresh_store_both_succeed(tmp
     procs = [
         subprocess.Popen(
             _tune_cli(tmp_path, "tune.n_trials=4", "tune.pruner.name=none"),
-            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
@@ -221,9 +229,12 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_not_counted(tmp_
     slow_trials = ("trainer.max_epochs=50", "trainer.limit_train_batches=null", "tune.heartbeat.interval=1")
     proc = subprocess.Popen(
         _tune_cli(tmp_path, "tune.n_trials=2", "tune.pruner.name=none", *slow_trials),
-        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a trial is running, then kill the whole process group
         try:
@@ -240,8 +251,11 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_not_counted(tmp_
 
     result = subprocess.run(
         _tune_cli(tmp_path, "tune.n_trials=1", "tune.pruner.name=none", "tune.heartbeat.grace_period=2"),
-        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     states = [t.state for t in optuna.load_study(study_name="digits-mlp-sgd-lr", storage=storage).trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]

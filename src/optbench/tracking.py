@@ -13,7 +13,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +79,46 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     return {key: str(value) for key, value in flatten(cfg).items() if key not in skip}
 
 
-def log_batched(
+def log_values(
     client: MlflowClient, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Sequence[Metric] = ()
 ) -> None:
-    """Log any number of parameters (values as str) and metrics, in chunks within MLflow's log_batch
-    limits of 100 parameters and 1000 metrics per call."""
-    items = [Param(key, str(value)) for key, value in (params or {}).items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start : start + 100])
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=list(metrics[start : start + 1000]))
+    """Log parameters (values as str) and metrics in one call; MlflowClient.log_batch splits it into
+    requests within MLflow's batch limits."""
+    client.log_batch(
+        run_id, params=[Param(key, str(value)) for key, value in (params or {}).items()], metrics=list(metrics)
+    )
+
+
+def provenance_tags() -> dict[str, str]:
+    """The tags every run optbench opens carries: optbench version and the git state of its source."""
+    commit, dirty = git_state()
+    return {
+        "mlflow.source.git.commit": commit,
+        TAG_PREFIX + "git_commit": commit,
+        TAG_PREFIX + "git_dirty": str(dirty).lower(),
+        TAG_PREFIX + "version": optbench.__version__,
+    }
+
+
+@contextmanager
+def open_run(client: MlflowClient, experiment: str, name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A run of `experiment` (created if needed) with provenance tags and `tags`, yielded as its id and
+    ended FINISHED, FAILED or KILLED by `ends_run`. For runs that are not training runs (tracked_run)."""
+    run = client.create_run(
+        experiment_id(client, experiment), run_name=name, tags={**provenance_tags(), **(tags or {})}
+    )
+    with ends_run(client, run.info.run_id):
+        yield run.info.run_id
+
+
+def run_for(cfg: DictConfig, data_fingerprint: str, tags: dict[str, str] | None = None):
+    """`tracked_run` when the config logs to MLflow (logger=mlflow) on rank 0, else a context yielding None:
+    other ranks (re-launched by strategy=ddp or SLURM) log nothing."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if cfg.logger.name == "mlflow" and rank_zero_only.rank == 0:
+        return tracked_run(cfg, data_fingerprint, tags)
+    return nullcontext(None)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -117,13 +147,9 @@ def device_description(accelerator: str) -> str:
 
 
 def run_tags(cfg: DictConfig, data_fingerprint: str) -> dict[str, str]:
-    commit, dirty = git_state()
     return {
-        "mlflow.source.git.commit": commit,
-        TAG_PREFIX + "git_commit": commit,
-        TAG_PREFIX + "git_dirty": str(dirty).lower(),
+        **provenance_tags(),
         TAG_PREFIX + "data_fingerprint": data_fingerprint,
-        TAG_PREFIX + "version": optbench.__version__,
         TAG_PREFIX + "device": device_description(cfg.trainer.accelerator),
         TAG_PREFIX + "outcome": "running",
     }
@@ -146,7 +172,7 @@ class TrackedRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        log_batched(self.client, self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        log_values(self.client, self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
 
 @contextmanager
@@ -164,7 +190,7 @@ def tracked_run(
     run = client.create_run(experiment_id(client, cfg.experiment), run_name=name, tags=tags)
     tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
     try:
-        log_batched(client, run.info.run_id, params=run_params(cfg))
+        log_values(client, run.info.run_id, params=run_params(cfg))
         tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         if HydraConfig.initialized():
             overrides = HydraConfig.get().overrides.task

@@ -1,24 +1,20 @@
 """Claim studies: the classic optimizer questions as reproducible pipelines, each ending in a measured verdict.
 
-    optbench-study list                                  # each study's question and last verdict
-    optbench-study run adam_vs_sgd                       # run it; writes pipelines/<study>/results/
-    optbench-study run grad_accumulation --preset test   # the test-sized form
-    optbench-study run loss_vs_lr_scale --set steps=20 --set 'optimizers=[sgd,adam]'
+A study is one YAML file, conf/study/<name>.yaml (the question, the claim, the measure, the `threshold`,
+its cases and their optbench-train overrides, presets) and one pipeline folder, pipelines/<name>/. Its
+`kind` names the measurement, a class registered under the entry-point group optbench.study_kinds:
 
-A study is one YAML file, conf/study/<name>.yaml: the question, the claim, the measure, the `threshold`,
-its cases and their optbench-train overrides, and the `kind` of measurement, one module here:
+    kinds/exact.py       loss_vs_lr_scale, grad_accumulation, ddp_equivalence: relative parameter distance
+                         between two runs the mathematics says are (or are not) the same
+    kinds/tuned.py       tuned_comparison (adam_vs_sgd, momentum, schedules): every case tuned with the same
+                         Optuna budget, then trained over several seeds; each claim an interval against a margin
+    kinds/sweeps.py      adamw_vs_adam_l2 (weight decay x learning rate grid), grad_clipping (lr sweep)
+    kinds/batch_size.py  batch_size_scaling: batch 1 / mini-batch / full batch, linear and square-root scaling
+    kinds/precision.py   precision: fp32, bf16-mixed, fp16-mixed with and without loss scaling
+    kinds/memory.py      optimizer_memory: optimizer-state bytes per parameter byte and step time
 
-    exact.py       loss_vs_lr_scale, grad_accumulation, ddp_equivalence: relative parameter distance
-                   between two runs the mathematics says are (or are not) the same, against a threshold
-    tuned.py       adam_vs_sgd, momentum, schedules: every case tuned with the same Optuna budget, then
-                   trained over several seeds; each claim is a t-interval of a difference against a margin
-    sweeps.py      adamw_vs_adam_l2 (weight decay x learning rate grid), grad_clipping (learning-rate
-                   sweep with and without clipping)
-    batch_size.py  batch_size_scaling: batch 1 / mini-batch / full batch on a convex problem, and the
-                   linear and square-root scaling rules against retuning
-    precision.py   fp32, bf16-mixed, fp16-mixed with and without loss scaling
-    memory.py      optimizer-state bytes per parameter byte and step time, for every optimizer
-
-core.py holds what they share: loading a study, training one run in the study's MLflow experiment,
-tuning one case, the verdict file, the report and the command line.
+What they share, one job a module: config.py (compose a study with Hydra), registry.py (the kinds),
+runner.py (training and tuning a study's runs), measures.py (quantities several kinds measure),
+verdict.py (judging claims, verdict.json), report.py (report.md and terminal tables), run.py (run_study).
+Statistics come from optbench.stats.
 """

@@ -1,0 +1,39 @@
+"""optbench-tune: one Optuna study per optimizer, with an equal budget, pruning, resume and parallel workers.
+
+optbench-tune optimizer=adam tune=lr tune.n_trials=20
+optbench-tune -m optimizer=sgd,momentum,adam,adamw tune.n_trials=20
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from optbench.core.config import config_path
+from optbench.core.errors import user_errors
+from optbench.core.logs import quiet_known_warnings
+
+log = logging.getLogger("optbench")
+
+
+@hydra.main(version_base="1.3", config_path=config_path(), config_name="tune")
+def main(cfg: DictConfig) -> float | None:
+    quiet_known_warnings()
+    with user_errors():
+        from optbench.tuning.tune import tune  # Lightning, Optuna and MLflow load only once a study runs
+
+        summary = tune(cfg)
+    log.info(
+        "Best %s = %s with %s -> %s/best.json",
+        summary["metric"],
+        summary["best_value"],
+        summary["best_params"],
+        summary["output_dir"],
+    )
+    return summary["best_value"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Rendering of an optimizer comparison (compare.py): table cells, plots, curve tables and the report files.
+
+Files written to the output directory:
+    summary.json                   DVC metrics: target, n_runs, and per optimizer a flat dict of numbers
+    report.md, report.html         the table, the target rule, ranking notes and the plots (HTML: embedded)
+    learning_curves.png            train/loss and val/acc against step and seconds, mean and min-max band
+    time_to_target.png             mean seconds to target with confidence intervals, unreached marked
+    lr_sensitivity.png             val/acc_best of every tuning trial against optimizer.lr (tune_experiment)
+    curves/<metric>_<axis>.csv     DVC plot data: optimizer, step[, seconds], value_mean, value_low, value_high, n_runs
+    runs.csv                       one row per selected run (final metrics, steps and seconds to target)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from optbench.compare.analysis import Comparison
+from optbench.core.figures import plot_trials, save_figure, subplots
+
+BAND = "min-max over seeds"  # what the shaded band of a learning curve is
+SECONDS_X = "mean over seeds of time/train_s at each step"  # where a point sits on the seconds axis
+CURVES = {"train_loss": "train/loss", "val_acc": "val/acc"}
+AXES = {"step": "step", "seconds": "training seconds (time/train_s)"}
+# Table columns: (header, column of the per-optimizer table, number format, kind)
+COLUMNS = [
+    ("Best val acc", "val_acc_best", ".4f", "ci"),
+    ("Test acc", "test_acc", ".4f", "ci"),
+    ("Final train loss", "train_loss", ".4g", "ci"),
+    ("Steps to target", "steps_to_target", ".0f", "target"),
+    ("Seconds to target", "seconds_to_target", ".1f", "target"),
+    ("Diverged", "n_diverged", "d", "count"),
+    ("Opt. state / params", "state_to_param_ratio", ".2f", "mean"),
+    ("Samples/s", "samples_per_sec", ".0f", "mean"),
+]
+
+
+# --- table cells ------------------------------------------------------------------------------------------
+
+
+def _cell(row: pd.Series, column: str, spec: str, kind: str) -> str:
+    if row["missing"]:
+        return "missing"
+    if kind == "count":
+        return f"{int(row[column])}/{int(row['n_runs'])}"
+    reached = f"{int(row['reached'])}/{int(row['n_runs'])}"
+    if kind == "target" and row["reached"] == 0:
+        return f"not reached (0/{int(row['n_runs'])})"
+    if row[f"{column}_n"] == 0:
+        return "missing"
+    text = format(row[f"{column}_mean"], spec)
+    if kind in ("ci", "target"):
+        low, high = row[f"{column}_low"], row[f"{column}_high"]
+        text += " [n/a]" if math.isnan(low) else f" [{low:{spec}}, {high:{spec}}]"
+    return text + (f" (reached {reached})" if kind == "target" else "")
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-optimizer table as display strings: mean [CI low, high], "n/a" for one seed, "missing"."""
+    rows = []
+    for name, row in table.iterrows():
+        rank = "" if pd.isna(row["rank"]) else str(int(row["rank"]))
+        cells = {"Rank": rank, "Optimizer": name, "Runs": str(int(row["n_runs"]))}
+        cells.update({header: _cell(row, column, spec, kind) for header, column, spec, kind in COLUMNS})
+        rows.append(cells)
+    return pd.DataFrame(rows)
+
+
+def legend(comparison: Comparison) -> list[str]:
+    level = f"{comparison.confidence:.0%}"
+    return [
+        f"Cells: mean over seeds [{level} t-interval: mean ± t(n-1) s/sqrt(n)]; n/a: a single seed, no interval; "
+        "missing: no run (or no such metric).",
+        "Best val acc: final val/acc_best. Test acc: test/acc at the end. Final train loss: last train/loss.",
+        f"Steps / seconds to target: first logged step where val/acc >= {comparison.target:.4f}, and time/train_s "
+        "(training wall clock, validation excluded) at that step; statistics over the runs that reach it, "
+        "reached k/n counts every run.",
+        "Diverged: runs whose loss became NaN/infinite (train/diverged = 1 or outcome diverged), kept in the table.",
+        "Opt. state / params: optimizer-state memory over parameter memory. Samples/s: mean training throughput.",
+    ]
+
+
+# --- curves -----------------------------------------------------------------------------------------------
+
+
+def curve_band(curve: pd.DataFrame, x: str = "step") -> pd.DataFrame:
+    """Mean and min-max band over seeds per optimizer and step; with x="seconds" each point sits at the mean
+    over seeds of time/train_s at that step. Runs are interpolated linearly onto the union of their
+    optimizer's steps, inside each run's own range only; n_runs says how many runs make each point."""
+    frames = []
+    fields = ["value"] + ([x] if x != "step" else [])
+    curve = curve.dropna(subset=["step", *fields])
+    for optimizer, group in curve.groupby("optimizer", sort=False):
+        grid = np.unique(group.step.to_numpy(float))
+        stacks: dict[str, list] = {f: [] for f in fields}
+        for _, run in group.groupby("run_id"):
+            run = run.sort_values("step").drop_duplicates("step", keep="last")
+            for f in fields:
+                stacks[f].append(np.interp(grid, run.step.to_numpy(float), run[f].to_numpy(float), np.nan, np.nan))
+        values = np.vstack(stacks["value"])
+        frame = pd.DataFrame({"optimizer": optimizer, "step": grid})
+        if x != "step":
+            frame[x] = np.nanmean(np.vstack(stacks[x]), axis=0)
+        frame["value_mean"] = np.nanmean(values, axis=0)
+        frame["value_low"], frame["value_high"] = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        frame["n_runs"] = (~np.isnan(values)).sum(axis=0)
+        frames.append(frame)
+    columns = ["optimizer", "step", *([x] if x != "step" else []), "value_mean", "value_low", "value_high", "n_runs"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def curve_tables(curves: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """{"val_acc_step": band table, "val_acc_seconds": ..., "train_loss_step": ..., ...}."""
+    return {f"{name}_{axis}": curve_band(curves[metric], axis) for name, metric in CURVES.items() for axis in AXES}
+
+
+def colors(names: list[str]) -> dict[str, Any]:
+    cmap = matplotlib.colormaps["tab10"]
+    return {name: cmap(i % 10) for i, name in enumerate(names)}
+
+
+def plot_learning_curves(
+    curves: dict[str, pd.DataFrame],
+    target: float | None = None,
+    order: list[str] | None = None,
+    path: Path | None = None,
+):
+    """train/loss and val/acc against step and against training seconds: mean line and min-max band."""
+    tables = curve_tables(curves)
+    names = order or sorted(set(curves["val/acc"].optimizer) | set(curves["train/loss"].optimizer))
+    color = colors(names)
+    fig, axes = subplots(2, 2, figsize=(11, 7.5))
+    for i, (name, metric) in enumerate(CURVES.items()):
+        for j, (axis, label) in enumerate(AXES.items()):
+            ax, band = axes[i, j], tables[f"{name}_{axis}"]
+            for optimizer in names:
+                b = band[band.optimizer == optimizer]
+                if b.empty:
+                    continue
+                ax.plot(b[axis], b.value_mean, color=color[optimizer], label=optimizer, lw=1.5)
+                ax.fill_between(b[axis], b.value_low, b.value_high, color=color[optimizer], alpha=0.2, lw=0)
+            if metric == "val/acc" and target is not None:
+                ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.4f}")
+            if metric == "train/loss" and (band.value_low > 0).all() and not band.empty:
+                ax.set_yscale("log")
+            ax.set(xlabel=label, ylabel=metric)
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[1, 0].legend(fontsize=8)
+    fig.suptitle(f"Learning curves: mean over seeds, band = {BAND}; seconds = {SECONDS_X}", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_time_to_target(table: pd.DataFrame, target: float, path: Path | None = None):
+    """Mean seconds to target per optimizer with its confidence interval; unreached and missing marked."""
+    fig, ax = subplots(figsize=(max(5, 1.2 * len(table) + 2), 4))
+    color = colors(list(table.index))
+    xs = np.arange(len(table))
+    heights = [table.seconds_to_target_high.to_numpy(float), table.seconds_to_target_mean.to_numpy(float), [1.0]]
+    top = np.nanmax(np.concatenate(heights))
+    for x, (name, row) in zip(xs, table.iterrows()):
+        if row.missing or row.reached == 0:
+            ax.text(
+                x,
+                0.02 * top,
+                "missing" if row.missing else f"not reached\n(0/{row.n_runs})",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="tab:red",
+            )
+            continue
+        mean, low, high = row.seconds_to_target_mean, row.seconds_to_target_low, row.seconds_to_target_high
+        err = None if math.isnan(low) else [[mean - low], [high - mean]]
+        ax.bar(x, mean, color=color[name], yerr=err, capsize=4)
+        ax.text(x, (high if err else mean) + 0.02 * top, f"{row.reached}/{row.n_runs}", ha="center", fontsize=8)
+    ax.set_xticks(xs, list(table.index))
+    ax.set_ylim(0, top * 1.2)
+    ax.set_ylabel("training seconds to target")
+    ax.set_title(f"Seconds to val/acc >= {target:.4f} (mean over reaching runs, reached k/n)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_lr_sensitivity(trials: pd.DataFrame, path: Path | None = None):
+    """val/acc_best of every tuning trial against optimizer.lr: one colour per optimizer, marker per outcome."""
+    points = [
+        (t.optimizer, t.outcome, float(t.lr), float(t.val_acc_best))
+        for t in trials.dropna(subset=["optimizer"]).itertuples()
+    ]
+    title = "Learning-rate sensitivity: every tuning trial"
+    return plot_trials(points, "optimizer.lr", "val/acc_best", title, path)
+
+
+def _finish(fig, path: Path | None):
+    if path is None:
+        return fig
+    return save_figure(fig, path, dpi=110)
+
+
+# --- files ------------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | int | None:
+    if value is None or pd.isna(value):
+        return None
+    return int(value) if isinstance(value, (int, np.integer)) else float(value)
+
+
+def summary_dict(comparison: Comparison) -> dict[str, Any]:
+    """summary.json: target, n_runs, confidence, and per optimizer a dict of numbers (null where undefined)."""
+    summary: dict[str, Any] = {
+        "target": comparison.target,
+        "n_runs": len(comparison.runs),
+        "confidence": comparison.confidence,
+    }
+    for name, row in comparison.table.iterrows():
+        entry = {key: _number(row[key]) for key in ("rank", "n_runs", "n_diverged", "reached")}
+        for column in ("val_acc_best", "test_acc", "train_loss", "steps_to_target", "seconds_to_target"):
+            entry.update(
+                {
+                    column: _number(row[f"{column}_mean"]),
+                    f"{column}_low": _number(row[f"{column}_low"]),
+                    f"{column}_high": _number(row[f"{column}_high"]),
+                }
+            )
+        entry["state_to_param_ratio"] = _number(row["state_to_param_ratio_mean"])
+        entry["samples_per_sec"] = _number(row["samples_per_sec_mean"])
+        summary[str(name)] = entry
+    return summary
+
+
+def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """summary.json as MLflow metric names (adam/val_acc_best), numbers only."""
+    flat = {}
+    for key, value in summary.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, number in items:
+            if number is not None:
+                flat[f"{key}/{sub}" if sub else key] = float(number)
+    return flat
+
+
+def _notes(comparison: Comparison) -> list[str]:
+    notes = list(comparison.notes)
+    if comparison.trials is not None and comparison.trials.empty:
+        notes.append("LR sensitivity: the tuning experiment holds no finished trial matching the filters; no plot.")
+    return notes
+
+
+def markdown(comparison: Comparison, images: list[str]) -> str:
+    shown = format_table(comparison.table)
+    lines = [
+        f"# Optimizer comparison: {comparison.experiment}",
+        "",
+        f"{len(comparison.runs)} finished training runs from MLflow ({comparison.tracking_uri}), "
+        f"{comparison.runs.optimizer.nunique()} optimizers, seeds {sorted(set(comparison.runs.seed))}.",
+        "",
+        f"**Target** val/acc = {comparison.target:.4f}: {comparison.target_rule}.",
+        "",
+        "| " + " | ".join(shown.columns) + " |",
+        "|" + "|".join("---" for _ in shown.columns) + "|",
+    ]
+    for row in shown.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    lines += ["", *[f"- {line}" for line in legend(comparison)], "", "## Ranking", ""]
+    ranked = comparison.table[comparison.table["rank"].notna()].sort_values("rank")
+    lines.append(" > ".join(f"{name} ({row.val_acc_best_mean:.4f})" for name, row in ranked.iterrows()))
+    lines += ["", "by mean best validation accuracy.", ""]
+    lines += [f"- {note}" for note in _notes(comparison)] + [""]
+    lines += [f"![{Path(image).stem}]({image})" for image in images]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(comparison: Comparison, images: list[Path]) -> str:
+    shown = format_table(comparison.table)
+    esc = html.escape
+    embedded = "".join(
+        f'<p><img alt="{esc(p.stem)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
+        for p in images
+    )
+    notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(comparison))
+    keys = "".join(f"<li>{esc(n)}</li>" for n in legend(comparison))
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Optimizer comparison: {esc(comparison.experiment)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:80em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:nth-child(2){{text-align:left}}
+img{{max-width:100%}}</style></head><body>
+<h1>Optimizer comparison: {esc(comparison.experiment)}</h1>
+<p>{len(comparison.runs)} finished training runs from MLflow ({esc(comparison.tracking_uri)}).</p>
+<p><b>Target</b> val/acc = {comparison.target:.4f}: {esc(comparison.target_rule)}.</p>
+{shown.to_html(index=False, escape=True, border=0)}
+<ul>{keys}</ul><h2>Notes</h2><ul>{notes}</ul>
+{embedded}
+</body></html>
+"""
+
+
+def write_report(comparison: Comparison, out: Path) -> tuple[dict[str, Any], list[Path]]:
+    """Write every file of the report to `out`; return (summary, files written)."""
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    order = list(comparison.table.index[~comparison.table.missing])
+    images = [
+        plot_learning_curves(comparison.curves, comparison.target, order, out / "learning_curves.png"),
+        plot_time_to_target(comparison.table, comparison.target, out / "time_to_target.png"),
+    ]
+    sensitivity = out / "lr_sensitivity.png"
+    sensitivity.unlink(missing_ok=True)  # never leave a previous comparison's plot behind
+    if comparison.trials is not None and not comparison.trials.empty:
+        images.append(plot_lr_sensitivity(comparison.trials, sensitivity))
+    files = list(images)
+    for name, band in curve_tables(comparison.curves).items():
+        band.to_csv(out / "curves" / f"{name}.csv", index=False, float_format="%.6g")
+        files.append(out / "curves" / f"{name}.csv")
+    comparison.runs.drop(columns=["start_time"]).to_csv(out / "runs.csv", index=False, float_format="%.6g")
+    summary = summary_dict(comparison)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(comparison, [p.name for p in images]))
+    (out / "report.html").write_text(html_page(comparison, images))
+    files += [out / name for name in ("runs.csv", "summary.json", "report.md", "report.html")]
+    return summary, files
+
+
+def print_table(comparison: Comparison, console: Console | None = None) -> None:
+    shown = format_table(comparison.table)
+    table = Table(title=f"{comparison.experiment}: target val/acc {comparison.target:.4f}", show_lines=False)
+    for column in shown.columns:
+        table.add_column(column, justify="left" if column == "Optimizer" else "right")
+    for row in shown.itertuples(index=False):
+        table.add_row(*[Text(str(v)) for v in row])  # Text: "[n/a]" is not rich markup
+    if console is None:  # a pipe or a log file gets wide lines rather than cells cut to fit 80 columns
+        console = Console() if Console().is_terminal else Console(width=240)
+    console.print(table)
+    console.print(Text(f"Target: {comparison.target_rule}."))
+    for note in _notes(comparison):
+        console.print(Text(f"- {note}"))

@@ -1,0 +1,110 @@
+"""A study's report: number formatting, report.md, and the terminal tables of optbench-study."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from optbench.core.config import load_option
+from optbench.studies.config import results_dir, study_names
+from optbench.studies.registry import StudyKind
+
+
+def fmt(value: Any, spec: str = ".3g") -> str:
+    """A number for a report cell; n/a for a missing or NaN one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def fmt_ci(stat: dict[str, float], spec: str = ".4f") -> str:
+    """mean [low, high] (or just the mean when there is no interval)."""
+    if not math.isfinite(stat.get("low", math.nan)):
+        return fmt(stat.get("mean", stat.get("diff")), spec)
+    return f"{fmt(stat.get('mean', stat.get('diff')), spec)} [{fmt(stat['low'], spec)}, {fmt(stat['high'], spec)}]"
+
+
+def render_report(verdict: dict[str, Any], kind: StudyKind) -> str:
+    s = verdict["settings"]
+    expected = (
+        f" As predicted: {verdict['as_expected']} of {verdict['n_expected']} cases." if verdict["n_expected"] else ""
+    )
+    runs = f"; runs: `{' '.join(s['train'])}`" if s.get("train") else ""
+    seeds = f"seeds {s['seeds']}" if s.get("seeds") else f"seed {s['seed']}"
+    lines = [
+        f"# Study {verdict['study']}: {verdict['question']}",
+        "",
+        f"**Claim.** {verdict['claim']}",
+        "",
+        f"**Measure.** {verdict['measure']}.",
+        "",
+        f"**Threshold.** {verdict['rule']} (threshold {verdict['threshold']:g}).",
+        "",
+        f"**Verdict.** {verdict['summary']}.{expected}",
+        "",
+        f"Settings: {seeds}"
+        + (f", steps {s['steps']}" if s.get("steps") else "")
+        + (f", preset {verdict['preset']}" if verdict["preset"] else "")
+        + f"{runs}.",
+        "",
+        *kind.report(verdict),
+        "",
+        f"![{kind.plot_name}]({kind.plot_name})",
+        "",
+    ]
+    if verdict["skipped"]:
+        lines += ["## Not measured on this machine", ""]
+        lines += [f"- **{item['what']}**: {item['why']}" for item in verdict["skipped"]] + [""]
+    if verdict["notes"]:
+        lines += ["## Notes", ""] + [f"- {note}" for note in verdict["notes"]] + [""]
+    lines.append(
+        f"MLflow: experiment `{verdict['mlflow']['experiment']}`, verdict run `{verdict['mlflow']['run_id']}`."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def last_verdict(name: str) -> dict[str, Any] | None:
+    path = results_dir(name) / "verdict.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _console() -> Console:
+    # A pipe gets wide lines rather than cells cut to fit 80 columns.
+    return Console() if Console().is_terminal else Console(width=200)
+
+
+def list_studies(console: Console | None = None) -> None:
+    table = Table(title="optbench claim studies", show_lines=True)
+    for column in ("Study", "Question", "Last verdict"):
+        table.add_column(column)
+    for name in study_names():
+        cfg = load_option("study", name)
+        verdict = last_verdict(name)
+        if verdict is None:
+            shown = "not run yet"
+        else:
+            preset = f" [preset {verdict['preset']}]" if verdict.get("preset") else ""
+            shown = f"{verdict['summary']}{preset}"
+        table.add_row(Text(name), Text(str(cfg.get("question", ""))), Text(shown))
+    (console or _console()).print(table)
+
+
+def print_verdict(verdict: dict[str, Any], output_dir: Path) -> None:
+    console = _console()
+    table = Table(title=f"{verdict['study']}: {verdict['question']}")
+    for column in ("Case", "Value", "Verdict", "Expected"):
+        table.add_column(column)
+    for c in verdict["cases"]:
+        table.add_row(c["case"], fmt(c["value"]), c["verdict"], str(c.get("expected") or ""))
+    console.print(table)
+    console.print(Text(f"Rule: {verdict['rule']}."))
+    console.print(Text(f"Report: {output_dir / 'report.md'} (MLflow run {verdict['mlflow']['run_id']})"))

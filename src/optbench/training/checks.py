@@ -1,0 +1,191 @@
+"""Checks on a composed training config that run before any data is loaded or any MLflow run is created.
+
+Hydra already rejects unknown options and keys; this module rejects bad values and combinations that
+would fail (or silently mean something else) minutes into a run. `check_values` needs no torch (the
+command line runs it before Lightning is imported, so a typo is reported in about a second); `validate`
+adds the checks that do: the optimizer's own argument checks, and what the GPU can do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from optbench.core.errors import ConfigError
+
+log = logging.getLogger("optbench.training.checks")
+
+PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "16-mixed-unscaled", "bf16-true")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad value or combination in `cfg` (torch is imported only where
+    the config asks for a GPU)."""
+    _check_run_knobs(cfg)
+    _check_scheduler(cfg)
+    _check_precision(cfg)
+    _check_strategy(cfg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check: `check_values`, then the optimizer built on a dummy parameter with its settings."""
+    from optbench.training.optim import check_optimizer  # imports torch
+
+    check_values(cfg)
+    check_optimizer(cfg.optimizer)
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda
+
+
+def apply_best(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the best settings of a tuning study (best=path/to/best.json) filled in."""
+    if not cfg.get("best"):
+        return cfg
+    path = Path(cfg.best)
+    try:
+        best = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"best={cfg.best}: cannot read the tuning result ({err}).") from None
+    if best.get("optimizer") != cfg.optimizer.name:
+        raise ConfigError(
+            f"best={cfg.best} holds settings tuned for optimizer={best.get('optimizer')}, but this run uses "
+            f"optimizer={cfg.optimizer.name}. Pass the matching best.json, or the matching optimizer."
+        )
+    cfg = cfg.copy()
+    for key, value in best["best_params"].items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    log.info("Tuned settings from %s: %s", path, best["best_params"])
+    return cfg
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_run_knobs(cfg: DictConfig) -> None:
+    t = cfg.trainer
+    require(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed!r}.")
+    require(
+        isinstance(cfg.batch_size, int) and cfg.batch_size >= 1,
+        f"batch_size must be a positive integer, got {cfg.batch_size!r}.",
+    )
+    require(
+        is_number(cfg.loss_scale) and cfg.loss_scale > 0,
+        f"loss_scale must be a positive number (it multiplies the training loss), got {cfg.loss_scale!r}.",
+    )
+    require(
+        (isinstance(t.max_epochs, int) and t.max_epochs >= 1) or (isinstance(t.max_steps, int) and t.max_steps >= 1),
+        f"Set trainer.max_epochs or trainer.max_steps to a positive integer (got {t.max_epochs!r} and "
+        f"{t.max_steps!r}): the run needs a length, and schedules are fitted to it.",
+    )
+    require(
+        isinstance(t.accumulate_grad_batches, int) and t.accumulate_grad_batches >= 1,
+        f"trainer.accumulate_grad_batches must be a positive integer, got {t.accumulate_grad_batches!r}.",
+    )
+    if t.gradient_clip_val is not None:
+        require(
+            is_number(t.gradient_clip_val) and t.gradient_clip_val > 0,
+            f"trainer.gradient_clip_val must be a positive number or null, got {t.gradient_clip_val!r}.",
+        )
+        require(
+            t.gradient_clip_algorithm in ("norm", "value"),
+            f"trainer.gradient_clip_algorithm must be norm or value, got {t.gradient_clip_algorithm!r}.",
+        )
+    if cfg.optimizer.name == "lbfgs":
+        require(
+            t.accumulate_grad_batches == 1,
+            "optimizer=lbfgs cannot accumulate gradients (trainer.accumulate_grad_batches="
+            f"{t.accumulate_grad_batches}): L-BFGS re-evaluates the loss several times per step through a "
+            "closure, which has to see the whole batch at once. Use a larger batch_size instead.",
+        )
+        require(
+            t.gradient_clip_val is None,
+            "optimizer=lbfgs does not support gradient clipping: its line search needs the true gradient. "
+            "Remove trainer.gradient_clip_val.",
+        )
+
+
+def _check_scheduler(cfg: DictConfig) -> None:
+    s = cfg.scheduler
+    require(s.interval in ("step", "epoch"), f"scheduler.interval must be step or epoch, got {s.interval!r}.")
+    if s.interval == "step" and s.name != "constant":
+        # These schedules need the number of optimizer steps, which Lightning estimates from the run length.
+        require(
+            cfg.trainer.max_epochs not in (None, -1) or cfg.trainer.max_steps > 0,
+            f"scheduler={s.name} steps every batch and needs the run's length: set trainer.max_epochs or "
+            "trainer.max_steps.",
+        )
+    if s.name == "plateau":
+        require(
+            s.monitor in ("val/loss", "val/acc"),
+            f"scheduler=plateau watches a validation metric: set scheduler.monitor to val/loss or val/acc "
+            f"(got {s.monitor!r}).",
+        )
+    for key in ("start_factor",):
+        if key in s:
+            require(0 < s[key] <= 1, f"scheduler.{key} must be in (0, 1], got {s[key]!r}.")
+    for key in ("gamma", "factor"):
+        if key in s:
+            require(0 < s[key] <= 1, f"scheduler.{key} must be in (0, 1], got {s[key]!r}.")
+
+
+def _check_precision(cfg: DictConfig) -> None:
+    name = cfg.precision.name
+    require(name in PRECISIONS, f"Unknown precision '{name}'. Valid precisions: {', '.join(PRECISIONS)}.")
+    if cfg.optimizer.name == "lbfgs" and name in ("16-mixed", "16-mixed-unscaled"):
+        raise ConfigError(
+            f"precision={name} cannot be used with optimizer=lbfgs: fp16 mixed precision scales the loss "
+            "and may skip steps whose gradients overflow, but L-BFGS evaluates its closure several times per "
+            "step and its line search needs unscaled, finite values (Lightning refuses the pair, and steps "
+            "16-mixed-unscaled through a disabled scaler too). Use precision=32-true or bf16-mixed with L-BFGS."
+        )
+    on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") and _cuda().is_available()
+    if name in ("bf16-mixed", "bf16-true") and on_gpu and not _cuda().is_bf16_supported():
+        raise ConfigError(f"precision={name} needs a GPU with bfloat16 support (Ampere or newer).")
+
+
+def _check_strategy(cfg: DictConfig) -> None:
+    name = cfg.strategy.name
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not _cuda().is_available():
+        raise ConfigError(
+            f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu) needs a CUDA GPU, and torch sees none on "
+            "this machine. Use trainer=cpu (the default), or check the GPU driver and the CUDA build of torch."
+        )
+    require(name in STRATEGIES, f"Unknown strategy '{name}'. Valid strategies: {', '.join(STRATEGIES)}.")
+    accelerator = cfg.trainer.accelerator
+    if name == "fsdp" and (accelerator == "cpu" or not _cuda().is_available()):
+        raise ConfigError(
+            "strategy=fsdp needs CUDA GPUs (it shards parameters with NCCL collectives), and "
+            f"{'trainer.accelerator=cpu' if accelerator == 'cpu' else 'no GPU is visible'}. Use "
+            "strategy=ddp_spawn for several CPU processes, or run on a GPU machine with trainer=gpu."
+        )
+    if name == "ddp" and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        raise ConfigError(
+            "strategy=ddp cannot run inside a Hydra multirun: Lightning starts the other ranks by re-running "
+            "the command line, which would re-run the whole sweep. Use strategy=ddp_spawn in sweeps."
+        )
+    devices = cfg.strategy.devices
+    if name in ("ddp", "ddp_spawn"):
+        require(
+            isinstance(devices, int) and devices >= 1,
+            f"strategy.devices must be a positive number of processes, got {devices!r}.",
+        )
+        if accelerator in ("gpu", "cuda") and _cuda().is_available():
+            require(
+                devices <= _cuda().device_count(),
+                f"strategy={name} asks for {devices} GPUs but {_cuda().device_count()} are visible.",
+            )

@@ -1,0 +1,125 @@
+"""train(cfg) -> metrics: one training run as a config describes it, tracked in MLflow.
+
+Reads top to bottom as the pipeline: apply tuned settings, validate, build data, model and module, open
+the MLflow run, build the Trainer, fit, test, write metrics.json. optbench-train (optbench.cli.train) is
+the command-line wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import DictConfig, OmegaConf
+
+from optbench.core.files import write_json
+from optbench.tracking import TrackedRun, run_for
+from optbench.training.callbacks import SaveFinalParams
+from optbench.training.checks import apply_best, validate
+from optbench.training.data import Dataset, TensorDataModule, load_dataset
+from optbench.training.models import build_model, num_parameters
+from optbench.training.module import OptbenchModule
+
+log = logging.getLogger("optbench.training.train")
+
+
+def train(
+    cfg: DictConfig, *, callbacks: Sequence[Callback] = (), tags: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Train one model as `cfg` says, test it, and return the final metrics (also in metrics.json).
+
+    `callbacks` join the Trainer's (the tuner passes Optuna's pruning callback); `tags` join the MLflow
+    run's (the tuner makes each trial a child of its study's run).
+    """
+    cfg = apply_best(cfg)
+    validate(cfg)
+    data, datamodule, module = build_components(cfg)
+    if cfg.get("params_path"):
+        callbacks = [*callbacks, SaveFinalParams(cfg.params_path)]
+    with run_for(cfg, data.fingerprint, tags) as run:
+        trainer = build_trainer(cfg, run, callbacks)
+        trainer.fit(module, datamodule=datamodule)
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
+        metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
+        diverged = metrics.get("train/diverged", 0.0) > 0
+        if run is not None:
+            run.outcome = "diverged" if diverged else "completed"
+            metrics["run_id"] = run.run_id  # type: ignore[assignment]
+    if diverged:
+        log.warning("The loss became NaN or infinite: the run stopped and is recorded as diverged.")
+    if rank_zero_only.rank == 0:
+        write_json(cfg.metrics_path, metrics)
+    return metrics
+
+
+def build_components(cfg: DictConfig) -> tuple[Dataset, TensorDataModule, OptbenchModule]:
+    """Seed, then build the data split, its data module and the LightningModule that `cfg` describes."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_dataset(cfg.data)
+    log.info("Data: %s, %d/%d/%d train/val/test examples", data.name, len(data.train), len(data.val), len(data.test))
+    batch_size = len(data.train) if cfg.optimizer.get("full_batch", False) else cfg.batch_size
+    datamodule = TensorDataModule(data, batch_size, seed=cfg.seed, augment=cfg.data.get("augment", False))
+    model = build_model(cfg.model, data)
+    log.info("Model: %s, %d parameters", cfg.model.name, num_parameters(model))
+    module = OptbenchModule(
+        model,
+        cfg.optimizer,
+        cfg.scheduler,
+        num_classes=data.num_classes,
+        loss_scale=cfg.loss_scale,
+        optimum=data.optimum,
+    )
+    log.info("Optimizer: %s, lr %s; scheduler: %s", cfg.optimizer.name, cfg.optimizer.lr, cfg.scheduler.name)
+    return data, datamodule, module
+
+
+def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[Callback] = ()) -> L.Trainer:
+    """Lightning's Trainer from the trainer, precision, strategy and logger groups."""
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    precision, plugins = cfg.precision.name, []
+    if precision == "16-mixed-unscaled":
+        # fp16 autocast with a disabled GradScaler: no loss scaling (scale 1), and Lightning creates no
+        # default scaler when it is handed one.
+        accelerator = options["accelerator"]
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        device = "cuda" if on_gpu else "cpu"
+        scaler = torch.amp.GradScaler(device, enabled=False)
+        precision, plugins = None, [MixedPrecision("16-mixed", device=device, scaler=scaler)]
+    elif precision == "16-mixed" and options["accelerator"] == "cpu":
+        # Lightning would silently turn 16-mixed into bf16-mixed on CPU; torch has real fp16 autocast and a
+        # GradScaler there, so hand Lightning that plugin and keep the run what it says it is.
+        precision, plugins = None, [MixedPrecision("16-mixed", device="cpu")]
+    strategy = cfg.strategy
+    if strategy.name in ("ddp", "ddp_spawn"):
+        strategy_obj = DDPStrategy(
+            start_method="spawn" if strategy.name == "ddp_spawn" else "popen",
+            process_group_backend=strategy.process_group_backend,
+            find_unused_parameters=strategy.find_unused_parameters,
+        )
+    else:
+        strategy_obj = strategy.name
+    if run is not None:
+        logger = run.logger
+    elif cfg.logger.name == "csv":
+        logger = CSVLogger(save_dir=str(Path(cfg.metrics_path).parent), name="csv")
+    else:
+        logger = False
+    return L.Trainer(
+        **options,
+        precision=precision,
+        plugins=plugins,
+        strategy=strategy_obj,
+        devices=strategy.devices,
+        num_nodes=strategy.num_nodes,
+        logger=logger,
+        callbacks=list(callbacks),
+    )

@@ -1,0 +1,1 @@
+"""Optuna studies over training runs: equal budgets, pruning, resume, parallel workers, tuning plots."""

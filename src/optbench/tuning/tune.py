@@ -1,0 +1,386 @@
+"""tune(cfg): one Optuna study per optimizer, with an equal budget, pruning, resume and parallel workers.
+
+    optbench-tune optimizer=adam tune=lr tune.n_trials=20
+    optbench-tune -m optimizer=sgd,momentum,adam,adamw tune.n_trials=20
+
+Each trial is an optbench-train run (same config, a few sampled values) and an MLflow child run of the
+study's parent run. The study lives in persistent Optuna storage: rerunning the command continues it up
+to `tune.n_trials` finished trials, and several processes may share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from filelock import FileLock
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from optbench.core.errors import ConfigError, OptbenchError
+from optbench.core.files import write_json
+from optbench.core.logs import quiet_known_warnings, quiet_routine_logs
+from optbench.tracking import (
+    TAG_PREFIX,
+    ends_run,
+    experiment_id,
+    log_values,
+    provenance_tags,
+    resolve_tracking_uri,
+    run_params,
+)
+from optbench.training.checks import apply_best, validate
+from optbench.training.train import train
+from optbench.tuning.plots import plot_sensitivity, save_optimization_history
+
+log = logging.getLogger("optbench")
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the budget
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched setting: a dotted config key and how Optuna samples it."""
+
+    key: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    is_int: bool = False
+    choices: tuple | None = None
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.is_int:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+
+def parse_search_space(cfg: DictConfig) -> list[SearchParam]:
+    """The `tune.search_space` entries, checked against the config they will override."""
+    space = cfg.tune.search_space
+    if not space:
+        raise ConfigError("tune.search_space is empty: name at least one setting to search (e.g. optimizer.lr).")
+    params = []
+    for name, spec in OmegaConf.to_container(space, resolve=True).items():
+        if not isinstance(spec, dict):
+            raise ConfigError(
+                f"tune.search_space.{name} must be a mapping ({{key, low, high}} or {{choices}}), got {spec!r}."
+            )
+        key = spec.get("key", name)
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is None or leaf not in node:
+            settings = ", ".join(f"{parent}.{k}" if parent else k for k in node) if node is not None else ""
+            raise ConfigError(
+                f"Unknown search-space parameter '{key}': it is not a setting of this config"
+                + (f". Settings there: {settings}." if settings else f" (no '{parent}' section).")
+            )
+        params.append(_parse_spec(name, key, spec))
+    return params
+
+
+def _parse_spec(name: str, key: str, spec: dict) -> SearchParam:
+    where = f"tune.search_space.{name}"
+    if "choices" in spec:
+        if not spec["choices"]:
+            raise ConfigError(f"{where}.choices is empty: give at least one value.")
+        return SearchParam(key, choices=tuple(spec["choices"]))
+    low, high = spec.get("low"), spec.get("high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise ConfigError(f"{where} needs numeric low and high (or choices), got {spec}.")
+    if not low < high:
+        raise ConfigError(f"{where} ({key}) has an empty or inverted range: low={low} >= high={high}.")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"{where} ({key}) is searched on a log scale, so low must be > 0 (got {low}).")
+    is_int = spec.get("type") == "int"
+    return SearchParam(key, float(low), float(high), bool(spec.get("log")), spec.get("step"), is_int)
+
+
+def study_name(cfg: DictConfig) -> str:
+    return cfg.tune.study_name or f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.name}-{cfg.tune.name}"
+
+
+def open_storage(url: str, heartbeat_interval: int = 15, grace_period: int = 60) -> optuna.storages.BaseStorage:
+    """Optuna storage for `url`, created under a file lock so parallel workers never race to create it.
+
+    `journal:///path/file.log` gives Optuna's journal file storage (for shared file systems); anything
+    else is a database URL for RDBStorage, with heartbeats so trials of killed processes can be failed.
+    """
+    if url.startswith("journal://"):
+        path = Path(url[len("journal://") :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = "sqlite:///" + str(Path(url[len("sqlite:///") :]).resolve())
+    lock = Path(url[len("sqlite:///") :] + ".lock") if url.startswith("sqlite:///") else None
+    try:
+        if lock is not None:
+            if not lock.parent.is_dir():
+                raise ConfigError(f"tune.storage={url}: the folder {lock.parent} does not exist.")
+            with FileLock(str(lock)):
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    except ConfigError:
+        raise
+    except Exception as err:  # SQLAlchemy and driver errors: bad scheme, unreachable server, no permission
+        raise ConfigError(f"tune.storage={url} cannot be opened as Optuna storage: {err}") from None
+
+
+def _storage(cfg: DictConfig) -> optuna.storages.BaseStorage:
+    return open_storage(cfg.tune.storage, cfg.tune.heartbeat.interval, cfg.tune.heartbeat.grace_period)
+
+
+def build_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
+    name, seed = cfg.tune.sampler.name, cfg.tune.sampler.seed
+    if name == "sobol":
+        # Scrambled Sobol points cover the range evenly whatever the budget; seeded for reproducibility.
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"Unknown tune.sampler.name '{name}'. Valid samplers: sobol, tpe, random.")
+
+
+def build_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    p = cfg.tune.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    if p.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"Unknown tune.pruner.name '{p.name}'. Valid pruners: median, successive_halving, none.")
+
+
+def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
+    """Every check that can run before the storage is touched."""
+    t = cfg.tune
+    if not isinstance(t.n_trials, int) or t.n_trials < 1:
+        raise ConfigError(f"tune.n_trials must be an integer of at least 1, got {t.n_trials!r}.")
+    if not isinstance(t.n_jobs, int) or t.n_jobs < 1:
+        raise ConfigError(f"tune.n_jobs must be an integer of at least 1, got {t.n_jobs!r}.")
+    if t.direction not in ("maximize", "minimize"):
+        raise ConfigError(f"tune.direction must be maximize or minimize, got {t.direction!r}.")
+    if cfg.strategy.name == "ddp":
+        raise ConfigError(
+            "strategy=ddp cannot run inside a tuning loop: Lightning starts the other ranks by re-running the "
+            "command line, and each would run its own study. Use strategy=ddp_spawn."
+        )
+    space = parse_search_space(cfg)
+    build_sampler(cfg), build_pruner(cfg)
+    validate(apply_best(cfg))
+    return space
+
+
+def tune(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or continue) the study `cfg` describes until it has `tune.n_trials` finished trials."""
+    space = check_tune_config(cfg)
+    name = study_name(cfg)
+    storage = _storage(cfg)
+    tracking_uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"))
+    with FileLock(_lock_path(tracking_uri)):  # create the MLflow store once, before any worker starts
+        client = MlflowClient(tracking_uri)
+        exp_id = experiment_id(client, cfg.experiment)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=build_sampler(cfg),
+        pruner=build_pruner(cfg),
+        direction=cfg.tune.direction,
+        load_if_exists=True,
+    )
+    if isinstance(storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)  # trials left RUNNING by killed processes
+    parent_id = _parent_run(client, exp_id, study, cfg)
+    done = _count(study, FINISHED_STATES)
+    log.info("Study %s: %d of %d trials finished, storage %s", name, done, cfg.tune.n_trials, cfg.tune.storage)
+    with ends_run(client, parent_id):
+        if done < cfg.tune.n_trials:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            if cfg.tune.n_jobs == 1:
+                _optimize(resolved, name, parent_id)
+            else:
+                _optimize_in_processes(resolved, name, parent_id, cfg.tune.n_jobs)
+        summary = summarize(optuna.load_study(study_name=name, storage=storage), cfg, space)
+        _log_to_parent_run(client, parent_id, summary, Path(summary["output_dir"]))
+    return summary
+
+
+def _lock_path(tracking_uri: str) -> str:
+    if tracking_uri.startswith("sqlite:///"):
+        return tracking_uri[len("sqlite:///") :] + ".lock"
+    return str(Path.cwd() / ".mlflow-init.lock")
+
+
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: DictConfig) -> str:
+    """The study's MLflow run: created with the study, reopened (RUNNING again) when the study resumes."""
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    if run_id is not None:
+        try:
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        except Exception:  # the MLflow store changed since: start a new parent run
+            log.warning("The study's MLflow run %s is gone; logging this session to a new one.", run_id)
+    run = client.create_run(
+        exp_id,
+        run_name=study.study_name,
+        tags={
+            **provenance_tags(),
+            TAG_PREFIX + "kind": "study",
+            TAG_PREFIX + "study": study.study_name,
+            TAG_PREFIX + "optimizer": cfg.optimizer.name,
+        },
+    )
+    params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space")}
+    params["tune.search_space"] = OmegaConf.to_container(cfg.tune.search_space, resolve=True)
+    log_values(client, run.info.run_id, params=params)
+    study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
+    return run.info.run_id
+
+
+def _optimize(resolved: dict, name: str, parent_id: str) -> None:
+    """Run trials of study `name` in this process until the study holds n_trials finished trials."""
+    cfg = OmegaConf.create(resolved)
+    space = parse_search_space(cfg)
+    study = optuna.load_study(
+        study_name=name, storage=_storage(cfg), sampler=build_sampler(cfg), pruner=build_pruner(cfg)
+    )
+    remaining = cfg.tune.n_trials - _count(study, FINISHED_STATES)
+    if remaining <= 0:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from _report instead
+    quiet_routine_logs()
+    study.optimize(
+        lambda trial: objective(trial, cfg, space, parent_id),
+        n_trials=remaining,
+        callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), _report],
+        catch=(RuntimeError, ValueError),  # a crashed trial is recorded as FAIL; the study goes on
+    )
+
+
+def _worker(resolved: dict, name: str, parent_id: str) -> None:
+    quiet_known_warnings()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    _optimize(resolved, name, parent_id)
+
+
+def _optimize_in_processes(resolved: dict, name: str, parent_id: str, n_jobs: int) -> None:
+    # Processes, not threads: each trial seeds torch's global RNG and runs its own Trainer.
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(resolved, name, parent_id)) for _ in range(n_jobs)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    if failed:
+        raise OptbenchError(f"{len(failed)} of {n_jobs} tuning workers exited with an error (exit codes {failed}).")
+
+
+def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], parent_id: str) -> float:
+    """Train once with sampled settings; the trial's value is `tune.metric` of that run."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    trial_cfg = cfg.copy()
+    for param in space:
+        OmegaConf.update(trial_cfg, param.key, param.suggest(trial), merge=False)
+    out = Path(cfg.tune.output_dir) / trial.study.study_name
+    trial_cfg.metrics_path = str(out / "trials" / f"{trial.number}.json")
+    callbacks = []
+    if cfg.tune.pruner.name != "none":
+        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=cfg.tune.prune_on))
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        "mlflow.runName": f"{trial.study.study_name}-trial{trial.number}",
+        TAG_PREFIX + "study": trial.study.study_name,
+        TAG_PREFIX + "trial": str(trial.number),
+    }
+    trial.set_user_attr("outcome", "running")
+    try:
+        metrics = train(trial_cfg, callbacks=callbacks, tags=tags)
+    except optuna.TrialPruned:
+        trial.set_user_attr("outcome", "pruned")
+        raise
+    except Exception:
+        trial.set_user_attr("outcome", "failed")
+        raise
+    trial.set_user_attr("mlflow_run_id", metrics.get("run_id"))
+    value = metrics.get(cfg.tune.metric)
+    diverged = metrics.get("train/diverged", 0.0) > 0
+    trial.set_user_attr("outcome", "diverged" if diverged else "completed")
+    if value is None or not math.isfinite(value):
+        # A diverged run may have no finite value: give it the worst one, so the study learns to avoid it.
+        return -math.inf if cfg.tune.direction == "maximize" else math.inf
+    return float(value)
+
+
+def _report(study: optuna.Study, trial: FrozenTrial) -> None:
+    params = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    value = f"{trial.value:.4f}" if trial.value is not None else "-"
+    outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
+    log.info("trial %3d  %s  value %s  %s", trial.number, params, value, outcome)
+
+
+def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) -> dict[str, Any]:
+    """Write best.json and the plots for `study`; return what best.json holds."""
+    trials = study.get_trials(deepcopy=False)
+    outcomes: dict[str, int] = {}
+    for t in trials:
+        outcome = t.user_attrs.get("outcome", t.state.name.lower())
+        outcome = "failed" if t.state == TrialState.FAIL else outcome
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    completed = [t for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
+    out = Path(cfg.tune.output_dir) / study.study_name
+    out.mkdir(parents=True, exist_ok=True)
+    best = study.best_trial if completed else None
+    summary = {
+        "study_name": study.study_name,
+        "optimizer": cfg.optimizer.name,
+        "metric": cfg.tune.metric,
+        "direction": cfg.tune.direction,
+        "best_value": best.value if best else None,
+        "best_params": dict(best.params) if best else {},
+        "best_trial": best.number if best else None,
+        "overrides": [f"{k}={v}" for k, v in best.params.items()] if best else [],
+        "n_trials": outcomes,
+        "n_finished": _count(study, FINISHED_STATES),
+        "budget": cfg.tune.n_trials,
+        "output_dir": str(out),
+    }
+    if best is None:
+        log.warning(
+            "Study %s has no completed trial with a finite value: best.json has no best settings.", study.study_name
+        )
+    write_json(out / "best.json", summary)
+    save_optimization_history(study, out / "optimization_history.png")
+    for param in space:
+        if param.key in ("optimizer.lr", "batch_size"):
+            plot_sensitivity(trials, param.key, cfg.tune.metric, out / f"sensitivity_{param.key.replace('.', '_')}.png")
+    return summary
+
+
+def _log_to_parent_run(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
+    step = summary["n_finished"]
+    metrics = [Metric("tune/n_finished", step, 0, step)]
+    if summary["best_value"] is not None:
+        metrics.append(Metric("best/value", summary["best_value"], 0, step))
+        metrics += [Metric(f"best/{k}", float(v), 0, step) for k, v in summary["best_params"].items()]
+    client.log_batch(run_id, metrics=metrics)
+    for outcome, count in summary["n_trials"].items():
+        client.log_metric(run_id, f"tune/n_{outcome}", count, step=step)
+    for path in sorted(out.glob("*.png")) + [out / "best.json"]:
+        client.log_artifact(run_id, str(path))
