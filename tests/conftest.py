@@ -53,6 +53,7 @@ def make_cfg(
         base = [
             "trainer=fast",
             f"metrics_path={tmp_path / 'metrics.json'}",
+            f"checkpoint.dir={tmp_path / 'checkpoints'}",
             f"experiment={experiment}",
         ]
         return compose_config(*base, *overrides)

@@ -22,6 +22,8 @@ from optbench.core.config import group_options, load_option
 from optbench.core.errors import ConfigError
 from optbench.training.optim import build_optimizer, check_optimizer, state_bytes
 
+pytestmark = pytest.mark.unit  # optimizers and schedules stepped by hand: no training fit
+
 OPTIMIZERS = group_options("optimizer")
 FROM_PYTORCH_OPTIMIZER = ("lamb", "lars", "lion")  # the rest are torch.optim classes
 

@@ -21,6 +21,8 @@ from optbench.core.config import group_options, load_option
 from optbench.core.errors import ConfigError
 from optbench.training.optim import build_scheduler
 
+pytestmark = pytest.mark.unit  # optimizers and schedules stepped by hand: no training fit
+
 SCHEDULERS = group_options("scheduler")
 LR0 = 0.1
 TOTAL = 20

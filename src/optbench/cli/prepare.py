@@ -15,6 +15,9 @@ from optbench.core.errors import user_errors
 @hydra.main(version_base="1.3", config_path=config_path(), config_name="prepare")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        from optbench.training.schema import check_schema
+
+        check_schema(cfg, groups=("data",))
         from optbench.training.prepare import prepare
 
         prepare(cfg)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, ListConfig
 
 from optbench.core.errors import ConfigError
-from optbench.tracking import TAG_PREFIX, resolve_tracking_uri
+from optbench.tracking import TAG_PREFIX, open_store
 
 KIND_TAG, OUTCOME_TAG, PARENT_TAG = TAG_PREFIX + "kind", TAG_PREFIX + "outcome", "mlflow.parentRunId"
 # Final values read from each run (search_runs holds the last logged value of every metric).
@@ -37,10 +36,7 @@ CURVE_METRICS = ("val/acc", "time/train_s", "train/loss", "train/samples_per_sec
 
 def open_client(tracking_uri: str | None = None) -> MlflowClient:
     """A client for the store; a SQLite file that does not exist is an error, not a new empty store."""
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"no MLflow store at {uri[len('sqlite:///') :]} (tracking_uri={uri}): train runs first.")
-    return MlflowClient(uri)
+    return open_store(tracking_uri, create=False)
 
 
 def find_experiment(client: MlflowClient, name: str):

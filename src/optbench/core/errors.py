@@ -20,6 +20,15 @@ class DataNotFoundError(OptbenchError):
     """A dataset that is not on disk and cannot be downloaded."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped by a signal: Ctrl-C (SIGINT) or a scheduler's SIGTERM. A KeyboardInterrupt, so every
+    layer treats it as one: the MLflow run ends KILLED, an Optuna trial FAIL."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, exit_code
+
+
 def fail(err: Exception) -> NoReturn:
     """Report a user error as one paragraph on stderr and exit with status 2 (every optbench command)."""
     print(f"optbench: error: {err}", file=sys.stderr)
@@ -32,6 +41,12 @@ def _is_misconfiguration(err: Exception) -> bool:
     return type(err).__name__ == "MisconfigurationException" and type(err).__module__.startswith("lightning")
 
 
+def _is_config_value_error(err: Exception) -> bool:
+    from omegaconf.errors import OmegaConfBaseException  # light: Hydra has imported it already
+
+    return isinstance(err, OmegaConfBaseException)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn optbench's (and Lightning's configuration) errors raised inside the block into `fail`."""
@@ -39,7 +54,17 @@ def user_errors() -> Iterator[None]:
         yield
     except OptbenchError as err:
         fail(err)
+    except KeyboardInterrupt as err:
+        code = getattr(err, "exit_code", 130)
+        print(
+            f"optbench: interrupted ({getattr(err, 'signal_name', 'SIGINT')}): the run is recorded as killed; "
+            "rerun the same command to resume it from its last checkpoint.",
+            file=sys.stderr,
+        )
+        sys.exit(code)
     except Exception as err:
         if _is_misconfiguration(err):
             fail(err)
+        if _is_config_value_error(err):  # an interpolation that does not resolve, a value of the wrong type
+            fail(ConfigError(f"the config cannot be resolved: {' '.join(str(err).split())}"))
         raise

@@ -15,6 +15,8 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     # Tiny test-sized runs have fewer batches than Lightning's logging interval.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # A resumed run's checkpoint folder holds its last checkpoint by design.
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     # Sobol sampling, heartbeats and stale-trial failing are experimental in Optuna; used on purpose.
     warnings.filterwarnings("ignore", message=".*is experimental.*")
 

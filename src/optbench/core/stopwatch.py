@@ -12,8 +12,8 @@ class Stopwatch:
     def __init__(self) -> None:
         self._elapsed, self._since, self._pauses, self._started = 0.0, 0.0, 0, False
 
-    def start(self) -> None:
-        self._elapsed, self._since, self._pauses, self._started = 0.0, time.perf_counter(), 0, True
+    def start(self, already: float = 0.0) -> None:
+        self._elapsed, self._since, self._pauses, self._started = already, time.perf_counter(), 0, True
 
     def pause(self) -> None:
         if not self._started:

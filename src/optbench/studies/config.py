@@ -85,15 +85,30 @@ def load_study(name: str, preset: str | None = None, overrides: Sequence[str] = 
     if not (isinstance(cfg.threshold, (int, float)) and cfg.threshold >= 0):
         raise ConfigError(f"study {name}: threshold must be a number >= 0, got {cfg.threshold!r}.")
     cfg.preset = preset
+    selected_cases(cfg)  # an unknown case is refused before anything runs
     return cfg
 
 
+def case_names(cfg: DictConfig) -> list[str]:
+    """The cases a study can run: the keys of `cases`, the optimizer+schedule pairs of `grid`, or the
+    gradient regimes of `regimes`."""
+    if cfg.get("cases"):
+        return list(cfg.cases)
+    if cfg.get("grid"):
+        names = [""]
+        for options in cfg.grid.values():
+            names = [f"{a}+{b}" if a else str(b) for a in names for b in options]
+        return names
+    return list(cfg.get("regimes") or [])
+
+
 def selected_cases(cfg: DictConfig) -> list[str]:
-    """The cases to run: the list `run_cases` if given, else every key of `cases`."""
-    names = list(cfg.get("run_cases") or cfg.cases.keys())
-    unknown = [n for n in names if n not in cfg.cases]
+    """The cases to run: the list `run_cases` if given, else every case (see `case_names`)."""
+    known = case_names(cfg)
+    names = list(cfg.get("run_cases") or known)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"study {cfg.name}: unknown cases {', '.join(unknown)}. Cases: {', '.join(cfg.cases)}.")
+        raise ConfigError(f"study {cfg.name}: unknown cases {', '.join(unknown)}. Cases: {', '.join(known)}.")
     return names
 
 

@@ -73,7 +73,7 @@ def last_verdict(name: str) -> dict[str, Any] | None:
     path = results_dir(name) / "verdict.json"
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
 
 

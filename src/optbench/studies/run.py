@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, RunTag
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from optbench.core.files import write_text
@@ -20,7 +19,7 @@ from optbench.studies.registry import load_kind
 from optbench.studies.report import render_report
 from optbench.studies.runner import Study
 from optbench.studies.verdict import FAILS, HOLDS, build_verdict
-from optbench.tracking import TAG_PREFIX, flatten, log_values, open_run, resolve_tracking_uri
+from optbench.tracking import TAG_PREFIX, flatten, log_values, open_run, open_store
 
 KIND = "study_verdict"
 
@@ -29,7 +28,7 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
     """Measure, decide, write verdict.json, report.md and the plot, and log them to the verdict run."""
     kind = load_kind(cfg.kind, cfg.name)
     output_dir = Path(output_dir or results_dir(cfg.name))
-    client = MlflowClient(resolve_tracking_uri())
+    client = open_store()
     experiment = f"study-{cfg.name}"
     name = f"verdict-{cfg.name}" + (f"-{cfg.preset}" if cfg.preset else "")
     tags = {TAG_PREFIX + "kind": KIND, TAG_PREFIX + "study": cfg.name, TAG_PREFIX + "preset": str(cfg.preset)}

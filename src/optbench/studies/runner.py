@@ -78,6 +78,7 @@ class Study:
             *overrides,
             f"experiment={self.experiment}",
             f"metrics_path={self.workdir / (stem + '.json')}",
+            f"checkpoint.dir={self.workdir / 'checkpoints'}",
             f"params_path={self.workdir / (stem + '.pt')}" if keep_params else "params_path=null",
         )
         tags = {
@@ -104,7 +105,7 @@ class Study:
         Returns best.json's content plus every trial's sampled settings, value and outcome."""
         import optuna
 
-        from optbench.tuning.tune import tune
+        from optbench.tuning.tune import counted_trials, tune
 
         name = f"{self.cfg.name}-{case}"
         storage = f"sqlite:///{self.workdir / ('optuna-' + case + '.db')}"
@@ -117,6 +118,7 @@ class Study:
             f"tune.storage={storage}",
             f"tune.study_name={name}",
             f"tune.output_dir={self.workdir / 'tune'}",
+            f"checkpoint.dir={self.workdir / 'checkpoints'}",
             config_name="tune",
         )
         summary = tune(tune_cfg)
@@ -126,7 +128,7 @@ class Study:
             self.client.set_tag(parent, "mlflow.parentRunId", self.parent_run_id)
         summary["trials"] = [
             {"params": dict(t.params), "value": t.value, "outcome": t.user_attrs.get("outcome", t.state.name.lower())}
-            for t in study.get_trials(deepcopy=False)
+            for t in counted_trials(study)
         ]
         for key in ("output_dir", "study_name"):
             summary.pop(key, None)

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from optbench.core.errors import ConfigError
+from optbench.training.schema import check_schema
 
 log = logging.getLogger("optbench.training.checks")
 
@@ -26,6 +27,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
 def check_values(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad value or combination in `cfg` (torch is imported only where
     the config asks for a GPU)."""
+    check_schema(cfg)
     _check_run_knobs(cfg)
     _check_scheduler(cfg)
     _check_precision(cfg)
@@ -38,6 +40,23 @@ def validate(cfg: DictConfig) -> None:
 
     check_values(cfg)
     check_optimizer(cfg.optimizer)
+    _check_trainer_keys(cfg)
+
+
+def _check_trainer_keys(cfg: DictConfig) -> None:
+    """trainer.* are Lightning Trainer arguments: a key it does not take is refused here, not by a
+    TypeError after the MLflow run was created."""
+    import inspect
+
+    import lightning.pytorch as L
+
+    known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    unknown = sorted(set(cfg.trainer) - known)
+    if unknown:
+        raise ConfigError(
+            f"trainer has no setting {', '.join(unknown)}: trainer.* are arguments of Lightning's Trainer "
+            "(https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags)."
+        )
 
 
 def _cuda():
@@ -53,15 +72,31 @@ def apply_best(cfg: DictConfig) -> DictConfig:
     path = Path(cfg.best)
     try:
         best = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise ConfigError(f"best={cfg.best}: cannot read the tuning result ({err}).") from None
     if best.get("optimizer") != cfg.optimizer.name:
         raise ConfigError(
             f"best={cfg.best} holds settings tuned for optimizer={best.get('optimizer')}, but this run uses "
             f"optimizer={cfg.optimizer.name}. Pass the matching best.json, or the matching optimizer."
         )
+    params = best.get("best_params")
+    if not isinstance(params, dict):
+        raise ConfigError(f"best={cfg.best}: no best_params mapping in it (not a best.json of optbench-tune).")
+    searched = best.get("searched")
+    for key, value in params.items():
+        parent, _, leaf = str(key).rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        problem = None
+        if any(part.startswith("_") for part in str(key).split(".")) or node is None or leaf not in node:
+            problem = "it is not a setting of this run's config"
+        elif searched is not None and key not in searched:
+            problem = f"the study searched only {', '.join(searched)}"
+        elif not isinstance(value, (int, float, str, bool)):
+            problem = f"its value {value!r} is not a plain number or string"
+        if problem:
+            raise ConfigError(f"best={cfg.best} sets {key}, which a tuning result may not set: {problem}.")
     cfg = cfg.copy()
-    for key, value in best["best_params"].items():
+    for key, value in params.items():
         OmegaConf.update(cfg, key, value, merge=False)
     log.info("Tuned settings from %s: %s", path, best["best_params"])
     return cfg

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
 import numpy as np
@@ -104,13 +105,21 @@ def load_prepared(path: Path, name: str) -> Dataset:
             f"data.prepared={path}: no such file. Create it with optbench-prepare data={name} (the pipeline's "
             "prepare stage, dvc repro prepare), or drop data.prepared to build the split on the fly."
         )
-    payload = torch.load(path, weights_only=True)
-    if payload["name"] != name:
-        raise ConfigError(f"data.prepared={path} holds the {payload['name']} split, but data={name}.")
-    for split in ("train", "val", "test"):
-        payload[split] = Split(**payload[split])
-    payload["input_shape"] = tuple(payload["input_shape"])
-    return Dataset(**payload)
+    remedy = f"Rebuild it with optbench-prepare data={name} (dvc repro prepare), or drop data.prepared."
+    try:
+        payload = torch.load(path, weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or holding objects the safe loader refuses
+        raise ConfigError(f"data.prepared={path} is not a readable split ({type(err).__name__}). {remedy}") from None
+    if not isinstance(payload, dict) or payload.get("name") != name:
+        held = payload.get("name") if isinstance(payload, dict) else type(payload).__name__
+        raise ConfigError(f"data.prepared={path} holds {held!r}, not the {name} split. {remedy}")
+    try:
+        for split in ("train", "val", "test"):
+            payload[split] = Split(**payload[split])
+        payload["input_shape"] = tuple(payload["input_shape"])
+        return Dataset(**payload)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"data.prepared={path} is incomplete or from another version ({err}). {remedy}") from None
 
 
 def _stratified_splits(x: Tensor, y: Tensor, cfg: DictConfig) -> tuple[Split, Split, Split]:
@@ -235,6 +244,11 @@ class IndexBatches:
 
     With `world_size` > 1 each rank takes an equal shard of every epoch's order, padded by wrapping
     around like torch's DistributedSampler, so all ranks run the same number of steps.
+
+    Resumable (Lightning saves `state_dict()` in every checkpoint and restores it): at an epoch boundary
+    the state is the generator's; mid-epoch it is the generator's state at the epoch's start, and the
+    restored iterator replays that epoch's order (and its augmentation draws) from the batch `progress()`
+    says is next, so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
     def __init__(
@@ -247,16 +261,33 @@ class IndexBatches:
         transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        progress: Callable[[], int] | None = None,
     ) -> None:
         self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
         self.transform, self.rank, self.world_size = transform, rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         self.shard_size = math.ceil(len(split) / world_size)
+        self.progress = progress  # batches of the current epoch already trained (the trainer's count)
+        self._epoch_start: Tensor | None = None  # generator state when the current epoch began
+        self._yielded = 0  # batches of the current epoch handed out
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        # Every batch handed out (Lightning knows the length and never asks past the last): the epoch is over.
+        if self._epoch_start is not None and self._yielded < len(self):
+            return {"generator": self._epoch_start, "mid_epoch": True}
+        return {"generator": self.generator.get_state(), "mid_epoch": False}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._skip = int(self.progress()) if state["mid_epoch"] and self.progress else 0
 
     def __len__(self) -> int:
         return math.ceil(self.shard_size / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self._epoch_start, self._yielded = self.generator.get_state(), 0
+        skip, self._skip = self._skip, 0
         n = len(self.split)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         if self.world_size > 1:
@@ -266,9 +297,12 @@ class IndexBatches:
             x, y = self.split.x[order], self.split.y[order]  # one gather per epoch, then views
         else:
             x, y = self.split.x, self.split.y
-        for start in range(0, len(y), self.batch_size):
+        for index, start in enumerate(range(0, len(y), self.batch_size)):
             xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
-            yield (self.transform(xb, self.generator) if self.transform else xb), yb
+            xb = self.transform(xb, self.generator) if self.transform else xb  # draws augmentations, skipped or not
+            self._yielded += 1
+            if index >= skip:
+                yield xb, yb
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -299,6 +333,7 @@ class TensorDataModule(L.LightningDataModule):
             transform=self._train_transform if shuffle else (lambda x, _: self._normalize(x)),
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer else None,
         )
 
     def train_dataloader(self) -> IndexBatches:

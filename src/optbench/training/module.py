@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -58,11 +60,14 @@ class OptbenchModule(L.LightningModule):
             self.val_acc = MulticlassAccuracy(num_classes, average="micro")
             self.test_acc = MulticlassAccuracy(num_classes, average="micro")
             self.val_acc_best = MaxMetric()
+            for metric in (self.train_acc, self.val_acc_best):  # in checkpoints: a resumed run continues them
+                metric.persistent(True)
         self.register_buffer("optimum", optimum, persistent=False)
         self.diverged = False
         self._clock = RunClock()
         self._last_loss_scale: float | None = None
         self._skipped_steps = 0
+        self._resumed_seconds = 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -124,7 +129,30 @@ class OptbenchModule(L.LightningModule):
         self.log("amp/skipped_steps", float(self._skipped_steps))
 
     def on_train_start(self) -> None:
-        self._clock.start()
+        self._clock.start(self._resumed_seconds)
+
+    # --- checkpoints: what a resumed run needs beyond weights, optimizer, schedule and scaler -------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["optbench"] = {
+            "train_seconds": self._clock.train_seconds(),
+            "diverged": self.diverged,
+            "skipped_steps": self._skipped_steps,
+            "last_loss_scale": self._last_loss_scale,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("optbench")
+        if state is None:  # a checkpoint from elsewhere: weights and optimizer only
+            return
+        self._resumed_seconds = state["train_seconds"]
+        self.diverged, self._skipped_steps = state["diverged"], state["skipped_steps"]
+        self._last_loss_scale = state["last_loss_scale"]
+        torch.set_rng_state(state["rng"]["torch"])  # dropout draws continue where they stopped
+        random.setstate(state["rng"]["python"])
+        kind, keys, *rest = state["rng"]["numpy"]
+        np.random.set_state((kind, keys.numpy(), *rest))
 
     def on_train_epoch_start(self) -> None:
         self._clock.start_epoch()
@@ -185,6 +213,12 @@ class OptbenchModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
+def _numpy_state() -> tuple:
+    # As a tensor, not an ndarray: checkpoints load with torch's safe (weights-only) unpickler.
+    kind, keys, *rest = np.random.get_state()
+    return (kind, torch.from_numpy(keys.copy()), *rest)
+
+
 class RunClock:
     """Training wall-clock time with validation excluded, and per-epoch throughput."""
 
@@ -193,8 +227,9 @@ class RunClock:
         self._epoch_samples = 0
         self._epoch_elapsed_at_start = 0.0
 
-    def start(self) -> None:
-        self.watch.start()
+    def start(self, already: float = 0.0) -> None:
+        """Start counting from `already` seconds (a resumed run's training time so far)."""
+        self.watch.start(already)
 
     def pause(self) -> None:
         self.watch.pause()

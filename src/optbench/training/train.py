@@ -8,8 +8,13 @@ the command-line wrapper.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
 import torch
@@ -18,8 +23,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from optbench.core.errors import ConfigError, RunInterrupted
 from optbench.core.files import write_json
 from optbench.tracking import TrackedRun, run_for
 from optbench.training.callbacks import SaveFinalParams
@@ -27,6 +34,7 @@ from optbench.training.checks import apply_best, validate
 from optbench.training.data import Dataset, TensorDataModule, load_dataset
 from optbench.training.models import build_model, num_parameters
 from optbench.training.module import OptbenchModule
+from optbench.training.resume import plan_resume
 
 log = logging.getLogger("optbench.training.train")
 
@@ -41,12 +49,23 @@ def train(
     """
     cfg = apply_best(cfg)
     validate(cfg)
+    check_writable(cfg.metrics_path, cfg.get("params_path"))
+    resume = plan_resume(cfg)
     data, datamodule, module = build_components(cfg)
     if cfg.get("params_path"):
         callbacks = [*callbacks, SaveFinalParams(cfg.params_path)]
-    with run_for(cfg, data.fingerprint, tags) as run:
+    if resume is not None:
+        callbacks = [*callbacks, *resume.callbacks(cfg)]
+    trainers: list[L.Trainer] = []
+    with (
+        sigterm_stops_the_run(trainers),
+        run_for(cfg, data.fingerprint, tags, run_id=resume.run_id if resume else None) as run,
+    ):
+        if resume is not None:
+            resume.started(run.run_id if run is not None else None)
         trainer = build_trainer(cfg, run, callbacks)
-        trainer.fit(module, datamodule=datamodule)
+        trainers.append(trainer)
+        fit(trainer, module, datamodule, resume.ckpt_path if resume else None)
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
         trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
@@ -58,7 +77,57 @@ def train(
         log.warning("The loss became NaN or infinite: the run stopped and is recorded as diverged.")
     if rank_zero_only.rank == 0:
         write_json(cfg.metrics_path, metrics)
+    if resume is not None:
+        resume.finished()
     return metrics
+
+
+@contextmanager
+def sigterm_stops_the_run(trainers: list[L.Trainer]) -> Iterator[None]:
+    """SIGTERM ends the run KILLED (exit 143) whenever it arrives, not only while Lightning fits. While a
+    trainer fits, Lightning's own handler (which calls this one after its own) stops at the next batch
+    boundary and a checkpoint is written; at any other moment this handler stops the run at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainers and trainers[-1].state.fn == "fit" and trainers[-1].state.status == "running":
+            return  # Lightning's handler has flagged it; the fit loop raises SIGTERMException
+        raise RunInterrupted("SIGTERM", 143)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def fit(trainer: L.Trainer, module: OptbenchModule, datamodule: TensorDataModule, ckpt_path: str | None) -> None:
+    """Trainer.fit, with interruptions made honest: Lightning turns Ctrl-C into sys.exit(1) and SIGTERM into
+    SIGTERMException (a SystemExit); both become RunInterrupted, a KeyboardInterrupt, so the MLflow run ends
+    KILLED, an Optuna trial FAIL, and the command exits 130 (SIGINT) or 143 (SIGTERM)."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise RunInterrupted("SIGTERM", 143) from None
+    except SystemExit as exit:
+        if trainer.interrupted:
+            raise RunInterrupted("SIGINT", 130) from None
+        raise exit
+
+
+def check_writable(*paths: str | None) -> None:
+    """Fail before training, not after, when an output file cannot be written."""
+    for path in filter(None, paths):
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            probe = target.with_name(f".{target.name}.{os.getpid()}.probe")
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"cannot write {path} ({err.strerror or err}): choose a writable location.") from None
 
 
 def build_components(cfg: DictConfig) -> tuple[Dataset, TensorDataModule, OptbenchModule]:
@@ -122,4 +191,5 @@ def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[C
         num_nodes=strategy.num_nodes,
         logger=logger,
         callbacks=list(callbacks),
+        enable_checkpointing=bool(cfg.checkpoint.enabled),  # checkpoint.*: optbench's resumable checkpoints
     )

@@ -32,8 +32,8 @@ from optbench.tracking import (
     ends_run,
     experiment_id,
     log_values,
+    open_store,
     provenance_tags,
-    resolve_tracking_uri,
     run_params,
 )
 from optbench.training.checks import apply_best, validate
@@ -127,12 +127,24 @@ def open_storage(url: str, heartbeat_interval: int = 15, grace_period: int = 60)
             if not lock.parent.is_dir():
                 raise ConfigError(f"tune.storage={url}: the folder {lock.parent} does not exist.")
             with FileLock(str(lock)):
-                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+                return _rdb_storage(url, heartbeat_interval, grace_period)
+        return _rdb_storage(url, heartbeat_interval, grace_period)
     except ConfigError:
         raise
     except Exception as err:  # SQLAlchemy and driver errors: bad scheme, unreachable server, no permission
         raise ConfigError(f"tune.storage={url} cannot be opened as Optuna storage: {err}") from None
+
+
+def _rdb_storage(url: str, heartbeat_interval: int, grace_period: int) -> optuna.storages.RDBStorage:
+    """RDBStorage with heartbeats: a trial whose process died (no heartbeat for `grace_period` s) is marked
+    FAIL and retried once with the same parameters, so a resumed study covers the points an uninterrupted
+    one would (and the retried run continues from the dead one's checkpoint)."""
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+    )
 
 
 def _storage(cfg: DictConfig) -> optuna.storages.BaseStorage:
@@ -187,10 +199,8 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     space = check_tune_config(cfg)
     name = study_name(cfg)
     storage = _storage(cfg)
-    tracking_uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"))
-    with FileLock(_lock_path(tracking_uri)):  # create the MLflow store once, before any worker starts
-        client = MlflowClient(tracking_uri)
-        exp_id = experiment_id(client, cfg.experiment)
+    client = open_store(cfg.logger.get("tracking_uri"))  # created once, before any worker starts
+    exp_id = experiment_id(client, cfg.experiment)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -214,12 +224,6 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
         summary = summarize(optuna.load_study(study_name=name, storage=storage), cfg, space)
         _log_to_parent_run(client, parent_id, summary, Path(summary["output_dir"]))
     return summary
-
-
-def _lock_path(tracking_uri: str) -> str:
-    if tracking_uri.startswith("sqlite:///"):
-        return tracking_uri[len("sqlite:///") :] + ".lock"
-    return str(Path.cwd() / ".mlflow-init.lock")
 
 
 def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
@@ -268,8 +272,27 @@ def _optimize(resolved: dict, name: str, parent_id: str) -> None:
         lambda trial: objective(trial, cfg, space, parent_id),
         n_trials=remaining,
         callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), _report],
-        catch=(RuntimeError, ValueError),  # a crashed trial is recorded as FAIL; the study goes on
+        catch=(RuntimeError, ValueError, SurplusTrial),  # a crashed trial is recorded as FAIL; the study goes on
     )
+
+
+class SurplusTrial(Exception):
+    """A trial started after the budget was already taken by other workers' trials (recorded FAIL, not counted)."""
+
+
+def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether `n_trials` trials that count (finished, or running and not surplus) have smaller numbers.
+
+    Several workers ask for trials at once, and Optuna's MaxTrialsCallback only stops a worker after its
+    trial: without this the study overshoots its budget. A trial number is handed out atomically by the
+    storage, so the first `n_trials` trials that do not fail take the budget, whatever the workers do."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    earlier = [
+        t
+        for t in trial.study.get_trials(deepcopy=False, states=live)
+        if t.number < trial.number and t.user_attrs.get("outcome") != "surplus"
+    ]
+    return len(earlier) >= n_trials
 
 
 def _worker(resolved: dict, name: str, parent_id: str) -> None:
@@ -295,6 +318,10 @@ def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], pa
     """Train once with sampled settings; the trial's value is `tune.metric` of that run."""
     from optuna_integration import PyTorchLightningPruningCallback
 
+    if is_surplus(trial, cfg.tune.n_trials):
+        trial.set_user_attr("outcome", "surplus")
+        trial.study.stop()
+        raise SurplusTrial(f"trial {trial.number}: the budget of {cfg.tune.n_trials} trials is taken")
     trial_cfg = cfg.copy()
     for param in space:
         OmegaConf.update(trial_cfg, param.key, param.suggest(trial), merge=False)
@@ -335,9 +362,14 @@ def _report(study: optuna.Study, trial: FrozenTrial) -> None:
     log.info("trial %3d  %s  value %s  %s", trial.number, params, value, outcome)
 
 
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials without the surplus ones (started after the budget was taken)."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") != "surplus"]
+
+
 def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) -> dict[str, Any]:
     """Write best.json and the plots for `study`; return what best.json holds."""
-    trials = study.get_trials(deepcopy=False)
+    trials = counted_trials(study)
     outcomes: dict[str, int] = {}
     for t in trials:
         outcome = t.user_attrs.get("outcome", t.state.name.lower())
@@ -354,6 +386,7 @@ def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) ->
         "direction": cfg.tune.direction,
         "best_value": best.value if best else None,
         "best_params": dict(best.params) if best else {},
+        "searched": [param.key for param in space],
         "best_trial": best.number if best else None,
         "overrides": [f"{k}={v}" for k, v in best.params.items()] if best else [],
         "n_trials": outcomes,

@@ -1,4 +1,4 @@
-"""MLflow naming, tagging and run lifecycle in one place.
+"""MLflow naming, tagging and run lifecycle.
 
 Every optbench run is an MLflow run whose parameters are the flattened resolved config (dot-separated
 keys such as optimizer.lr), so any two runs line up column for column in the MLflow UI. The run is
@@ -26,18 +26,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import optbench
+from optbench.tracking.store import open_store, owner_tag
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_PREFIX = "optbench."
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI with a relative SQLite path made absolute (DVC may run stages elsewhere)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -74,8 +65,9 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """Parameters logged for a run: the flattened config without file paths that differ per machine."""
-    skip = {"metrics_path", "params_path", "logger.tracking_uri", "data.root"}
+    """Parameters logged for a run: the flattened config without file paths that differ per machine (and
+    `resume`, which differs between an interrupted run and its continuation)."""
+    skip = {"metrics_path", "params_path", "logger.tracking_uri", "data.root", "resume", "checkpoint.dir"}
     return {key: str(value) for key, value in flatten(cfg).items() if key not in skip}
 
 
@@ -92,12 +84,15 @@ def log_values(
 def provenance_tags() -> dict[str, str]:
     """The tags every run optbench opens carries: optbench version and the git state of its source."""
     commit, dirty = git_state()
-    return {
+    tags = {
         "mlflow.source.git.commit": commit,
         TAG_PREFIX + "git_commit": commit,
         TAG_PREFIX + "git_dirty": str(dirty).lower(),
         TAG_PREFIX + "version": optbench.__version__,
     }
+    if os.environ.get("DVC_EXP_NAME"):  # a run of a `dvc exp run` experiment (queued, temporary or not)
+        tags[TAG_PREFIX + "dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    return tags
 
 
 @contextmanager
@@ -111,13 +106,13 @@ def open_run(client: MlflowClient, experiment: str, name: str, tags: Mapping[str
         yield run.info.run_id
 
 
-def run_for(cfg: DictConfig, data_fingerprint: str, tags: dict[str, str] | None = None):
+def run_for(cfg: DictConfig, data_fingerprint: str, tags: dict[str, str] | None = None, run_id: str | None = None):
     """`tracked_run` when the config logs to MLflow (logger=mlflow) on rank 0, else a context yielding None:
     other ranks (re-launched by strategy=ddp or SLURM) log nothing."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if cfg.logger.name == "mlflow" and rank_zero_only.rank == 0:
-        return tracked_run(cfg, data_fingerprint, tags)
+        return tracked_run(cfg, data_fingerprint, tags, run_id=run_id)
     return nullcontext(None)
 
 
@@ -177,17 +172,19 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, data_fingerprint: str, extra_tags: dict[str, str] | None = None
+    cfg: DictConfig, data_fingerprint: str, extra_tags: dict[str, str] | None = None, run_id: str | None = None
 ) -> Iterator[TrackedRun]:
     """Create the run (params, tags, config artifacts), yield it, and always give it a final status.
 
     `extra_tags` may hold "mlflow.parentRunId" to nest the run under another (a tuning study's) and
-    "mlflow.runName" to replace the default name.
+    "mlflow.runName" to replace the default name. `run_id`: continue that run (a resumed one) instead.
     """
-    client = MlflowClient(resolve_tracking_uri(cfg.logger.tracking_uri))
-    tags = {**run_tags(cfg, data_fingerprint), **(extra_tags or {})}
+    client = open_store(cfg.logger.tracking_uri)
+    tags = {**run_tags(cfg, data_fingerprint), **owner_tag(), **(extra_tags or {})}
     name = tags.pop("mlflow.runName", None) or run_name(cfg)
-    run = client.create_run(experiment_id(client, cfg.experiment), run_name=name, tags=tags)
+    run = _reopen(client, run_id, tags) if run_id else None
+    if run is None:
+        run = client.create_run(experiment_id(client, cfg.experiment), run_name=name, tags=tags)
     tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
     try:
         log_values(client, run.info.run_id, params=run_params(cfg))
@@ -196,7 +193,7 @@ def tracked_run(
             overrides = HydraConfig.get().overrides.task
             tracked.log_text(OmegaConf.to_yaml(list(overrides)), "overrides.yaml")
         yield tracked
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the run was stopped, it did not fail
         _terminate(client, run.info.run_id, "KILLED", "killed")
         raise
     except optuna.TrialPruned:  # stopped early by the tuner's pruner: an orderly end, not a crash
@@ -209,13 +206,24 @@ def tracked_run(
         _terminate(client, run.info.run_id, "FINISHED", tracked.outcome)
 
 
+def _reopen(client: MlflowClient, run_id: str, tags: dict[str, str]):
+    """The run `run_id` set RUNNING again with fresh tags, or None when the store no longer has it."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items() if not k.startswith("mlflow.")])
+    return run
+
+
 @contextmanager
 def ends_run(client: MlflowClient, run_id: str) -> Iterator[None]:
     """Give `run_id` a final status whatever happens inside: KILLED on Ctrl-C, FAILED on any other
     exception (re-raised), FINISHED otherwise. For runs optbench opens itself outside `tracked_run`."""
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         client.set_terminated(run_id, "KILLED")
         raise
     except BaseException:
