@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from optbench.core.config import compose_config
 from optbench.training.data import load_dataset
@@ -46,7 +47,7 @@ def test_every_params_preset_sets_the_same_knobs_as_params_yaml_with_valid_optio
         assert all((ROOT / "conf/optimizer" / f"{o}.yaml").is_file() for o in params["optimizers"])
 
 
-def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
+def run(repo: Path, *args: str, default_store: bool = False) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -54,6 +55,8 @@ def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
         "DVC_NO_ANALYTICS": "1",
         "PYTHONWARNINGS": "ignore",
     }
+    if default_store:  # as a user runs it: no MLFLOW_TRACKING_URI, the default sqlite:///mlflow.db
+        del env["MLFLOW_TRACKING_URI"]
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -75,7 +78,9 @@ def repo(tmp_path_factory) -> Path:
     study = repo / "pipelines" / STUDY  # one claim study's pipeline beside the main one, test-sized
     study.mkdir(parents=True)
     shutil.copy(ROOT / "pipelines" / STUDY / "dvc.yaml", study / "dvc.yaml")
-    (study / "params.yaml").write_text(yaml.safe_dump({"steps": 2, "micro_batch": 16, "accumulate": 2}))
+    study_config = repo / "conf" / "study" / f"{STUDY}.yaml"  # the study's one source, test-sized here
+    settings = yaml.safe_load(study_config.read_text())
+    study_config.write_text(yaml.safe_dump({**settings, "steps": 2, "micro_batch": 16, "accumulate": 2}))
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.email", "test@example.invalid")
     run(repo, "git", "config", "user.name", "optbench tests")
@@ -147,3 +152,31 @@ def test_editing_one_optimizer_config_reruns_only_that_optimizer(repo, first_rep
 
     assert {"tune@adam", "train@adam-0", "train@adam-1", "compare"} <= ran
     assert not ran & {"prepare", "tune@sgd", "train@sgd-0", "train@sgd-1"}
+
+
+@pytest.mark.slow
+def test_editing_the_report_code_reruns_only_the_comparison(repo, first_repro):
+    report = repo / "src" / "optbench" / "compare" / "report.py"
+    original = report.read_text()
+    report.write_text(original + "\n# an edit\n")
+    try:
+        status = json.loads(run(repo, sys.executable, "-m", "dvc", "status", "--json").stdout)
+    finally:
+        report.write_text(original)
+    assert set(status) == {"compare"}
+
+
+@pytest.mark.slow
+def test_queued_experiments_run_in_parallel_log_to_the_workspace_store(repo, first_repro):
+    # dvc exp run --queue runs each experiment in a temporary copy of the repository: the default store
+    # must still be the workspace's mlflow.db (DVC_ROOT), or the runs vanish with the copy.
+    for seed in (5, 6):
+        run(repo, sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"seeds=[{seed}]", "-n", f"seed{seed}")
+    run(repo, sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", "2", default_store=True)
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(TINY["experiment"])
+    runs = client.search_runs([experiment.experiment_id], "tags.`optbench.dvc_experiment` != ''")
+    by_experiment = {(r.data.tags["optbench.dvc_experiment"], r.data.params["seed"]) for r in runs}
+    assert {("seed5", "5"), ("seed6", "6")} <= by_experiment
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -118,7 +118,7 @@ def test_a_study_that_fails_marks_its_verdict_run_failed(tracking_uri, mlflow_cl
 @pytest.mark.parametrize("name", STUDIES)
 def test_each_study_has_a_pipeline_that_tracks_its_config_as_params(name):
     stage = yaml.safe_load((ROOT / "pipelines" / name / "dvc.yaml").read_text())["stages"]["run"]
-    assert stage["cmd"] == f"optbench-study run {name}" and stage["wdir"] == "../.."
+    assert stage["cmd"] == f"OPTBENCH_CONFIG_DIR=conf optbench-study run {name}" and stage["wdir"] == "../.."
     assert stage["params"] == [{f"conf/study/{name}.yaml": None}]  # every key, from the one source
     assert not (ROOT / "pipelines" / name / "params.yaml").exists()
     study = yaml.safe_load((ROOT / "conf/study" / f"{name}.yaml").read_text())
