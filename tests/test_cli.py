@@ -65,7 +65,7 @@ BAD_INPUTS = {
     "unknown optimizer lists the valid ones": (["optimizer=adamm"], ["optimizer/adamm", "adamw", "lbfgs", "sgd"]),
     "unknown scheduler lists the valid ones": (["scheduler=cosin"], ["cosine", "warmup_cosine"]),
     "unknown key": (["optimizer.lrr=0.1"], ["optimizer.lrr"]),
-    "negative learning rate": (["optimizer.lr=-0.1"], ["Invalid learning rate"]),
+    "negative learning rate": (["optimizer.lr=-0.1"], ["optimizer.lr must be a positive"]),
     "misspelt setting of a pytorch-optimizer class": (["optimizer=lion", "+optimizer.beta=0.9"], ["no setting beta"]),
     "zero batch size": (["batch_size=0"], ["batch_size must be a positive integer"]),
     "non-positive loss scale": (["loss_scale=0"], ["loss_scale must be a positive number"]),

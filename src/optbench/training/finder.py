@@ -131,9 +131,9 @@ def _tuner_trainer(cfg: DictConfig, output_dir: Path, **trainer_options: Any) ->
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.logger = {"name": "none"}  # the Tuner's fits must not log (nor open MLflow runs)
+        cfg.checkpoint.enabled = False  # nor leave checkpoints to resume
         cfg.trainer.update(
             default_root_dir=str(output_dir),  # Lightning saves (and removes) a checkpoint of the start here
-            enable_checkpointing=False,
             enable_model_summary=False,
             **trainer_options,
         )
