@@ -9,10 +9,13 @@ import pytest
 from optbench.stats import (
     advantage_ci,
     advantage_verdict,
+    bootstrap_ci,
     equivalence_verdict,
     first_crossing,
+    holm,
     interval_verdict,
     mean_ci,
+    median_time_to_target,
     paired_ci,
     welch_ci,
 )
@@ -90,3 +93,26 @@ def test_first_crossing_is_the_first_step_at_the_target_or_none_when_censored():
     assert first_crossing(curve, 0.90) == 20.0
     assert first_crossing(curve, 0.99) is None
     assert first_crossing([(5, 2.0), (10, 0.4)], 0.5, higher_is_better=False) == 10.0
+
+
+def test_bootstrap_interval_is_seeded_and_covers_the_mean():
+    values = [0.91, 0.93, 0.92, 0.95, 0.90, 0.94]
+    ci = bootstrap_ci(values, seed=1)
+    assert ci == bootstrap_ci(values, seed=1)  # reproducible
+    assert ci["mean"] == pytest.approx(0.925) and ci["low"] < ci["mean"] < ci["high"]
+    assert math.isnan(bootstrap_ci([0.5, 0.5])["low"])
+
+
+def test_median_time_to_target_counts_censored_runs_instead_of_dropping_them():
+    # Reached at 10, 20, 30; two runs stopped at 40 without reaching it: the median is 30, not 20.
+    assert median_time_to_target([10, 20, 30, None, None], [40] * 5) == 30.0
+    assert median_time_to_target([10, None, None], [40] * 3) == math.inf  # most never get there
+    assert median_time_to_target([None, None], [40, 40]) == math.inf
+    assert median_time_to_target([5, 7, 9], [40] * 3) == 7.0  # nothing censored: the plain median
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    # m = 3: sorted p (0.01, 0.02, 0.04) -> 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []

@@ -118,3 +118,42 @@ def first_crossing(curve: Iterable[tuple[float, float]], target: float, higher_i
         if (value >= target) if higher_is_better else (value <= target):
             return float(step)
     return None
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Mean and the BCa bootstrap interval (`scipy.stats.bootstrap`, seeded) of the finite values, for
+    quantities whose t-interval would be off (skewed, bounded); NaN bounds below two distinct values."""
+    x = finite(values)
+    mean = float(x.mean()) if len(x) else math.nan
+    if len(x) < 2 or x.var() == 0:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": len(x)}
+    ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, random_state=seed).confidence_interval
+    return {"mean": mean, "low": float(ci.low), "high": float(ci.high), "n": len(x)}
+
+
+def median_time_to_target(times: Sequence[float | None], horizons: Sequence[float]) -> float:
+    """The median time to a target over runs, some of which never reach it (censored at their horizon,
+    the length of the run): the Kaplan-Meier estimate (`scipy.stats.ecdf` of censored data). Infinite
+    when fewer than half the runs are known to reach it. Dropping the censored runs would make a slow
+    optimizer look fast."""
+    reached = [float(t) for t in times if t is not None and math.isfinite(t)]
+    censored = [float(h) for t, h in zip(times, horizons) if t is None or not math.isfinite(t)]
+    if not reached:
+        return math.inf
+    survival = stats.ecdf(stats.CensoredData(uncensored=reached, right=censored)).sf
+    below = np.nonzero(survival.probabilities <= 0.5)[0]
+    return float(survival.quantiles[below[0]]) if len(below) else math.inf
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error across the claims of one study), in the
+    input order. Written out because scipy.stats offers only false-discovery-rate control
+    (false_discovery_control), not family-wise Holm."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[index])))
+        adjusted[index] = running
+    return adjusted
