@@ -61,48 +61,7 @@ def test_python_dash_m_runs_the_same_entry_point(tmp_path):
     assert "test/acc" in json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
 
 
-BAD_INPUTS = {
-    "unknown optimizer lists the valid ones": (["optimizer=adamm"], ["optimizer/adamm", "adamw", "lbfgs", "sgd"]),
-    "unknown scheduler lists the valid ones": (["scheduler=cosin"], ["cosine", "warmup_cosine"]),
-    "unknown key": (["optimizer.lrr=0.1"], ["optimizer.lrr"]),
-    "negative learning rate": (["optimizer.lr=-0.1"], ["optimizer.lr must be a positive"]),
-    "misspelt setting of a pytorch-optimizer class": (["optimizer=lion", "+optimizer.beta=0.9"], ["no setting beta"]),
-    "zero batch size": (["batch_size=0"], ["batch_size must be a positive integer"]),
-    "non-positive loss scale": (["loss_scale=0"], ["loss_scale must be a positive number"]),
-    "fp16 mixed precision with L-BFGS": (["optimizer=lbfgs", "precision=16-mixed"], ["L-BFGS", "closure"]),
-    "L-BFGS with gradient accumulation": (
-        ["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"],
-        ["cannot accumulate gradients"],
-    ),
-    "fsdp without a GPU": (["strategy=fsdp"], ["strategy=fsdp needs CUDA GPUs"]),
-    "gpu trainer without a GPU": (["trainer=gpu"], ["needs a CUDA GPU"]),
-    "model that does not fit the data": (["data=regression", "model=cnn"], ["use model=linear"]),
-    "torchvision dataset missing offline": (
-        ["data=cifar10", "model=cnn"],
-        ["cifar-10-batches-py", "data.root=", "data.download=true"],
-    ),
-    "plateau schedule without a validation metric": (["scheduler=plateau", "scheduler.monitor=null"], ["monitor"]),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_a_clear_error_a_nonzero_exit_and_no_run(tmp_path, case):
-    if case.startswith("gpu trainer") or case.startswith("fsdp"):
-        pytest.importorskip("torch")
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present: this input is valid here")
-    args, expected = BAD_INPUTS[case]
-    result = run_cli(tmp_path, "experiment=bad", "trainer=fast", *args)
-
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    for phrase in expected:
-        assert phrase in result.stderr, f"{phrase!r} missing from: {result.stderr}"
-    db = tmp_path / "mlflow.db"
-    if db.exists():  # nothing was logged for a run that never started
-        assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("bad") is None
+# Bad input to optbench-train and every other command: tests/test_bad_inputs.py.
 
 
 @pytest.mark.slow

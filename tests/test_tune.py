@@ -156,8 +156,9 @@ def test_two_worker_processes_share_one_study(tune_cfg):
     cfg = tune_cfg("tune.n_trials=4", "tune.n_jobs=2", "tune.pruner.name=none")
     summary = tune(cfg)
     trials = load(cfg).trials
-    assert summary["n_finished"] >= 4
-    assert len(trials) <= 5  # each worker stops once 4 are finished; at most one extra in flight
+    assert summary["n_finished"] == 4  # exact, whichever worker gets there first
+    extra = [t for t in trials if t.user_attrs.get("outcome") == "surplus"]
+    assert all(t.state.name == "FAIL" for t in extra) and len(extra) <= 2  # at most one per worker, never counted
     assert len({t.number for t in trials}) == len(trials)
 
 
