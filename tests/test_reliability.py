@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 from optbench.tracking import open_store, resolve_tracking_uri
 
 BIN = Path(sys.executable).parent
-# digits / MLP: ten steps an epoch, long enough to interrupt, seconds on a CPU.
-RUN = ["data=digits", "model=mlp", "trainer.max_epochs=12", "trainer.enable_progress_bar=false", "experiment=r"]
+# digits / MLP: ten steps an epoch, 30 epochs: long enough to interrupt on an idle machine, seconds on a CPU.
+RUN = ["data=digits", "model=mlp", "trainer.max_epochs=30", "trainer.enable_progress_bar=false", "experiment=r"]
 # What may differ between an interrupted-and-resumed run and an uninterrupted one: wall clock, the run id.
 CLOCK = {"time/train_s", "train/samples_per_sec", "run_id"}
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def reference(tmp_path_factory) -> dict:
 def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics_in_the_same_mlflow_run(tmp_path, reference):
     process = _train(tmp_path, "seed=3", name="run")
     _wait_for(lambda: _checkpoint(tmp_path) is not None, what="the first checkpoint")
-    time.sleep(1.0)  # some steps past the checkpoint, which the resumed run must redo identically
+    time.sleep(0.5)  # some steps past the checkpoint, which the resumed run must redo identically
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     (killed,) = _runs(tmp_path)
@@ -97,7 +97,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics_in_the_same_mlflo
 def test_sigterm_writes_a_checkpoint_ends_the_run_killed_and_the_rerun_finishes_it_exactly(tmp_path, reference):
     process = _train(tmp_path, "seed=3", "checkpoint.every_n_epochs=100", name="run")  # no periodic checkpoint
     _wait_for(lambda: (tmp_path / "checkpoints").is_dir() and _runs_exist(tmp_path), what="training to start")
-    time.sleep(4.0)
+    _wait_for(lambda: _checkpoint(tmp_path) is None and _runs_exist(tmp_path), what="the run")
+    time.sleep(1.5)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 143
     assert "SIGTERM" in process.stderr.read()
