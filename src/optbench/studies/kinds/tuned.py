@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from optbench.core.errors import ConfigError
 from optbench.core.figures import save_figure, subplots
 from optbench.stats import advantage_ci, first_crossing, mean_ci
-from optbench.studies.config import seeds_of
+from optbench.studies.config import seeds_of, selected_cases
 from optbench.studies.report import fmt, fmt_ci
 from optbench.studies.runner import Study
 from optbench.studies.verdict import judge_interval
@@ -114,10 +114,7 @@ class TunedComparison:
     def measure(self, study: Study) -> dict[str, Any]:
         cfg = study.cfg
         cases = case_overrides(cfg)
-        chosen = list(cfg.get("run_cases") or cases)
-        unknown = [c for c in chosen if c not in cases]
-        if unknown:
-            raise ConfigError(f"study {cfg.name}: unknown cases {', '.join(unknown)}. Cases: {', '.join(cases)}.")
+        chosen = selected_cases(cfg)  # the same names as case_overrides', checked when the study loaded
         claims = {n: c for n, c in cfg.claims.items() if c.better in chosen and c.than in chosen}
         per_case: dict[str, dict] = {}
         for name in chosen:
