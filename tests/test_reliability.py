@@ -19,8 +19,10 @@ from mlflow.tracking import MlflowClient
 from optbench.tracking import open_store, resolve_tracking_uri
 
 BIN = Path(sys.executable).parent
-# digits / MLP: ten steps an epoch, 30 epochs: long enough to interrupt on an idle machine, seconds on a CPU.
-RUN = ["data=digits", "model=mlp", "trainer.max_epochs=30", "trainer.enable_progress_bar=false", "experiment=r"]
+# mnist5k / MLP in batches of 32: 110 steps, about a second an epoch on a CPU, so a signal sent once the
+# first epoch is done lands while five more still run; the tests wait for such progress, never a guessed time.
+WORKLOAD = ["data=mnist5k", "model=mlp", "batch_size=32", "trainer.max_epochs=6"]
+RUN = [*WORKLOAD, "trainer.enable_progress_bar=false", "experiment=r"]
 # What may differ between an interrupted-and-resumed run and an uninterrupted one: wall clock, the run id.
 CLOCK = {"time/train_s", "train/samples_per_sec", "run_id"}
 pytestmark = pytest.mark.slow
@@ -42,12 +44,14 @@ def _train(tmp_path: Path, *args: str, name: str) -> subprocess.Popen:
     )
 
 
-def _wait_for(predicate, timeout: float = 240.0, what: str = "") -> None:
+def _wait_for(predicate, process: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
+        if process.poll() is not None:
+            pytest.fail(f"the process ended (exit {process.returncode}) before {what}: {process.stderr.read()[-2000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _checkpoint(tmp_path: Path) -> Path | None:
@@ -75,8 +79,8 @@ def reference(tmp_path_factory) -> dict:
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics_in_the_same_mlflow_run(tmp_path, reference):
     process = _train(tmp_path, "seed=3", name="run")
-    _wait_for(lambda: _checkpoint(tmp_path) is not None, what="the first checkpoint")
-    time.sleep(0.5)  # some steps past the checkpoint, which the resumed run must redo identically
+    _wait_for(lambda: _checkpoint(tmp_path) is not None, process, "the first checkpoint")
+    time.sleep(0.3)  # some steps past the checkpoint, which the resumed run must redo identically
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     (killed,) = _runs(tmp_path)
@@ -96,9 +100,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics_in_the_same_mlflo
 
 def test_sigterm_writes_a_checkpoint_ends_the_run_killed_and_the_rerun_finishes_it_exactly(tmp_path, reference):
     process = _train(tmp_path, "seed=3", "checkpoint.every_n_epochs=100", name="run")  # no periodic checkpoint
-    _wait_for(lambda: (tmp_path / "checkpoints").is_dir() and _runs_exist(tmp_path), what="training to start")
-    _wait_for(lambda: _checkpoint(tmp_path) is None and _runs_exist(tmp_path), what="the run")
-    time.sleep(1.5)
+    _wait_for(lambda: _validated_epochs(tmp_path) >= 1, process, "the first epoch")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 143
     assert "SIGTERM" in process.stderr.read()
@@ -113,16 +115,19 @@ def test_sigterm_writes_a_checkpoint_ends_the_run_killed_and_the_rerun_finishes_
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
 
 
-def _runs_exist(tmp_path: Path) -> bool:
-    try:
-        return bool(_runs(tmp_path))
-    except Exception:  # the store or the experiment is not created yet
-        return False
+def _validated_epochs(tmp_path: Path) -> int:
+    """How many epochs the (only) run has validated so far; 0 before the store or the run exists."""
+    if not (tmp_path / "mlflow.db").is_file():  # a client would create the store the training process creates
+        return 0
+    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # waits for the schema under the store's lock
+    experiment = client.get_experiment_by_name("r")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return len(client.get_metric_history(runs[0].info.run_id, "val/loss")) if runs else 0
 
 
 def test_ctrl_c_ends_the_run_killed_with_exit_status_130(tmp_path):
     process = _train(tmp_path, "seed=3", name="run")
-    _wait_for(lambda: _checkpoint(tmp_path) is not None, what="the first checkpoint")
+    _wait_for(lambda: _checkpoint(tmp_path) is not None, process, "the first checkpoint")
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
     stderr = process.stderr.read()
@@ -191,12 +196,12 @@ def test_two_tuning_workers_finish_exactly_the_budget(tmp_path):
 
 def test_a_trial_whose_worker_died_is_retried_once_with_the_same_parameters(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    command = [str(BIN / "optbench-tune"), *RUN[:2], "trainer.max_epochs=30", "trainer.enable_progress_bar=false",
+    command = [str(BIN / "optbench-tune"), *WORKLOAD, "trainer.enable_progress_bar=false",
                "tune.n_trials=2", "tune.pruner.name=none", f"tune.storage={storage}", "tune.study_name=s",
                f"tune.output_dir={tmp_path / 'tune'}", "experiment=t", "tune.heartbeat.interval=1",
                "tune.heartbeat.grace_period=2"]  # fmt: skip
     first = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: _checkpoint(tmp_path) is not None, what="the first trial's checkpoint")
+    _wait_for(lambda: _checkpoint(tmp_path) is not None, first, "the first trial's checkpoint")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
     time.sleep(3)  # past the grace period: the trial's heartbeat has stopped

@@ -56,16 +56,17 @@ def train(
         callbacks = [*callbacks, SaveFinalParams(cfg.params_path)]
     if resume is not None:
         callbacks = [*callbacks, *resume.callbacks(cfg)]
-    trainers: list[L.Trainer] = []
+    signals = SignalsStopTheRun()
+    callbacks = [*callbacks, signals]
     with (
-        sigterm_stops_the_run(trainers),
+        signals.installed(),
         run_for(cfg, data.fingerprint, tags, run_id=resume.run_id if resume else None) as run,
     ):
         if resume is not None:
             resume.started(run.run_id if run is not None else None)
         trainer = build_trainer(cfg, run, callbacks)
-        trainers.append(trainer)
         fit(trainer, module, datamodule, resume.ckpt_path if resume else None)
+        signals.raise_pending()
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
         trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
@@ -82,25 +83,56 @@ def train(
     return metrics
 
 
-@contextmanager
-def sigterm_stops_the_run(trainers: list[L.Trainer]) -> Iterator[None]:
-    """SIGTERM ends the run KILLED (exit 143) whenever it arrives, not only while Lightning fits. While a
-    trainer fits, Lightning's own handler (which calls this one after its own) stops at the next batch
-    boundary and a checkpoint is written; at any other moment this handler stops the run at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class SignalsStopTheRun(Callback):
+    """Ctrl-C (SIGINT) and SIGTERM end the run KILLED (exit 130 / 143) whenever they arrive. While a trainer
+    fits, the run stops at the next batch boundary (Lightning's own SIGTERM handler, which calls this one
+    after its own, does so for SIGTERM; this callback for SIGINT), so a checkpoint is written; at any other
+    moment, or at a second Ctrl-C, it stops at once.
 
-    def handler(signum: int, frame: Any) -> None:
-        if trainers and trainers[-1].state.fn == "fit" and trainers[-1].state.status == "running":
-            return  # Lightning's handler has flagged it; the fit loop raises SIGTERMException
-        raise RunInterrupted("SIGTERM", 143)
+    Hand-written because Python raises KeyboardInterrupt wherever the main thread happens to be, and one
+    that lands in a finalizer or a library's cleanup is printed and dropped: the run then finishes as if
+    nobody had pressed Ctrl-C."""
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self) -> None:
+        self.fitting = False
+        self.pending: RunInterrupted | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[SignalsStopTheRun]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        stop = RunInterrupted("SIGINT", 130) if signum == signal.SIGINT else RunInterrupted("SIGTERM", 143)
+        if self.fitting and self.pending is None:
+            self.pending = stop  # SIGTERM: Lightning's handler has flagged it too; the fit loop raises first
+            return
+        raise stop
+
+    def _stop_if_signalled(self, *args: Any) -> None:
+        if self.pending is not None and self.pending.signal_name == "SIGINT":
+            raise self.pending
+
+    on_train_batch_end = on_validation_batch_end = on_train_epoch_end = _stop_if_signalled
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fitting = True
+        self._stop_if_signalled()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.fitting = False
+
+    def raise_pending(self) -> None:
+        """A signal that arrived after the fit loop's last batch boundary stops the run now."""
+        if self.pending is not None:
+            raise self.pending
 
 
 def fit(trainer: L.Trainer, module: OptbenchModule, datamodule: TensorDataModule, ckpt_path: str | None) -> None:
