@@ -4,12 +4,14 @@ optbench-study list                                  # each study's question and
 optbench-study run adam_vs_sgd                       # run it; writes pipelines/<study>/results/
 optbench-study run grad_accumulation --preset test   # the test-sized form
 optbench-study run loss_vs_lr_scale --set steps=20 --set 'run_cases=[sgd,adam]'
+optbench-study docs [--check]                        # the measured parts of the docs, from the results
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a Hydra override of a key of the study's config (repeatable), e.g. --set steps=20",
     )
     run.add_argument("--output-dir", type=Path, help="where to write the results (default pipelines/<name>/results)")
+    docs = commands.add_parser("docs", help="write the measured parts of docs/studies.md and README.md")
+    docs.add_argument("--check", action="store_true", help="only compare: exit 1 when a doc disagrees")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_known_warnings()
@@ -43,12 +47,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "list":
             list_studies()
             return
+        if args.command == "docs":
+            docs_command(args.check)
+            return
         cfg = load_study(args.name, args.preset, args.overrides)
         output_dir = args.output_dir or results_dir(args.name)
         from optbench.studies.run import run_study  # MLflow loads only once a study runs
 
         verdict = run_study(cfg, output_dir)
     print_verdict(verdict, output_dir)
+
+
+def docs_command(check: bool) -> None:
+    from optbench.studies.docs import generate_docs
+
+    differ = generate_docs(Path("."), check=check)
+    if not differ:
+        print("optbench-study docs: every generated part agrees with its result files.")
+    elif check:
+        names = ", ".join(str(path) for path in differ)
+        print(
+            f"optbench-study docs --check: {names} disagree with the result files they are generated from "
+            "(a measured number was edited by hand, or a result changed): run `optbench-study docs`.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    else:
+        print("optbench-study docs: rewrote " + ", ".join(str(path) for path in differ))
 
 
 if __name__ == "__main__":

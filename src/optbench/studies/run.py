@@ -40,7 +40,8 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
             study = Study(cfg, client, run_id, Path(workdir))
             measured = kind.measure(study)
         verdict = build_verdict(cfg, kind, measured)
-        verdict["mlflow"] = {"experiment": experiment, "run_id": run_id, "runs": study.n_runs}
+        minutes = round((time.monotonic() - started) / 60, 2)
+        verdict["mlflow"] = {"experiment": experiment, "run_id": run_id, "runs": study.n_runs, "minutes": minutes}
         output_dir.mkdir(parents=True, exist_ok=True)
         kind.plot(verdict, output_dir / kind.plot_name)
         write_text(output_dir / "verdict.json", json.dumps(verdict, indent=2, allow_nan=True) + "\n")
