@@ -48,6 +48,7 @@ def render_report(verdict: dict[str, Any], kind: StudyKind) -> str:
         "",
         f"**Verdict.** {verdict['summary']}.{expected}",
         "",
+        *protocol_lines(verdict),
         f"Settings: {seeds}"
         + (f", steps {s['steps']}" if s.get("steps") else "")
         + (f", preset {verdict['preset']}" if verdict["preset"] else "")
@@ -55,6 +56,7 @@ def render_report(verdict: dict[str, Any], kind: StudyKind) -> str:
         "",
         *kind.report(verdict),
         "",
+        *claim_tests(verdict),
         f"![{kind.plot_name}]({kind.plot_name})",
         "",
     ]
@@ -67,6 +69,53 @@ def render_report(verdict: dict[str, Any], kind: StudyKind) -> str:
         f"MLflow: experiment `{verdict['mlflow']['experiment']}`, verdict run `{verdict['mlflow']['run_id']}`."
     )
     return "\n".join(lines) + "\n"
+
+
+def protocol_lines(verdict: dict[str, Any]) -> list[str]:
+    """The pre-registration hash (and a warning when the protocol changed after a run) and the correction."""
+    prereg = verdict.get("preregistration") or {}
+    lines = []
+    if prereg:
+        lines.append(
+            f"**Pre-registration.** Protocol hash `{prereg['hash'][:16]}` (sha256 of the margins, thresholds, "
+            "confidence, seeds and claims, in verdict.json)."
+        )
+        if prereg.get("changed_from"):
+            lines[-1] += (
+                f" **The protocol changed after a run**: the previous verdict of this preset was computed under "
+                f"`{prereg['changed_from'][:16]}`."
+            )
+        lines.append("")
+    if "correction" in verdict:
+        lines += [f"**Multiple comparisons.** {verdict['correction']}: {verdict['correction_note']}.", ""]
+    return lines
+
+
+def claim_tests(verdict: dict[str, Any]) -> list[str]:
+    """Per claim: the test, its p-value before and after the correction, the power note and the reason
+    of a verdict reached without a test."""
+    judged = [c for c in verdict["cases"] if "p_value" in c]
+    if not judged:
+        return []
+    lines = [
+        "### Tests",
+        "",
+        "p: one-sided p-value of the claim's test against its margin (equivalence: TOST); opposite: of the test "
+        "showing the claim false; adjusted: Holm over the study's claims. Detectable: the smallest true "
+        "difference (beyond the margin) the seeds detect with 80% power at two-sided alpha = 1 − confidence.",
+        "",
+        "| claim | method | p | p adjusted | opposite p adjusted | detectable | verdict (before correction) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in judged:
+        power = c.get("power_note") or fmt(c.get("detectable_effect"), ".3g")
+        before = c.get("verdict_unadjusted") or c["verdict"]
+        reason = f"; {c['reason']}" if c.get("reason") else ""
+        lines.append(
+            f"| {c['case']} | {c.get('method', '')} | {fmt(c['p_value'], '.3g')} | {fmt(c.get('p_adjusted'), '.3g')} "
+            f"| {fmt(c.get('p_opposite_adjusted'), '.3g')} | {power} | **{c['verdict']}** ({before}{reason}) |"
+        )
+    return [*lines, ""]
 
 
 def last_verdict(name: str) -> dict[str, Any] | None:
