@@ -15,9 +15,11 @@ rate lr0 is tuned at `base_batch` b0 (`tune` + `scaling_tune`); for each factor 
 is trained (same epochs) with the linear rule lr = k·lr0, the square-root rule lr = sqrt(k)·lr0, and an lr
 retuned at k·b0 with the same budget, on every evaluation seed. Per run: test_acc, val_acc_best.
 
-Claims (`claims`) compare two variants of part A, or two rules of part B (judged once per factor): the
-verdict comes from the Welch t-interval (`confidence`) of the first one's advantage over seeds, against
-the claim's `margin` (default `threshold`), as an advantage or an equivalence test (core's rules).
+Claims (`claims`) compare two variants of part A, or two rules of part B (judged once per factor). Every
+variant runs on the same evaluation seeds, so a claim is tested on the per-seed differences (paired t,
+optbench.stats's policy) against its `margin` (default `threshold`), as an advantage or an equivalence
+(TOST) test, Holm-corrected over the study's claims. A run that never reached eps counts its totals, a
+lower bound: a verdict such a bound could have produced wrongly is inconclusive (stats.censoring_guard).
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ from omegaconf import DictConfig
 
 from optbench.core.errors import ConfigError
 from optbench.core.figures import save_figure, subplots
-from optbench.stats import advantage_ci, mean_ci
+from optbench.stats import mean_ci
 from optbench.studies.config import seeds_of
 from optbench.studies.report import fmt, fmt_ci
 from optbench.studies.runner import Study
-from optbench.studies.verdict import judge_interval
+from optbench.studies.verdict import judge_claim
 from optbench.tracking import log_values
 from optbench.training.callbacks import DistanceClock
 
@@ -45,6 +47,7 @@ FULL = "full"  # the batch size of `batch_sizes` that means "the whole training 
 RULES = ("linear", "sqrt", "retuned")
 CONVEX_METRICS = ("steps_to_eps", "examples_to_eps", "seconds_to_eps", "final_dist")  # lower is better
 SCALING_METRICS = ("test_acc", "val_acc_best")  # higher is better
+BOUNDS = {**dict.fromkeys(CONVEX_METRICS, (0.0, math.inf)), **dict.fromkeys(SCALING_METRICS, (0.0, 1.0))}
 
 
 # --- configuration ------------------------------------------------------------------------------------------
@@ -119,39 +122,28 @@ def tuning_summary(tuned: dict[str, Any]) -> dict[str, Any]:
 
 
 def judge(cfg: DictConfig, name: str, claim: DictConfig, a: list[dict], b: list[dict], **extra: Any) -> dict[str, Any]:
-    """One claim's verdict from the runs of its two sides (`a` claimed better than `b`).
+    """One claim's verdict from the runs of its two sides (`a` claimed better than `b`), paired by seed.
 
     A run that never reached eps counts its totals, a lower bound on its true value; a verdict such a
     bound could have produced wrongly (supported when `a` has censored runs, refuted when `b` has, either
     for an equivalence) becomes inconclusive."""
     metric = claim.metric
-    ci = advantage_ci([r[metric] for r in a], [r[metric] for r in b], metric in CONVEX_METRICS, float(cfg.confidence))
-    judged = judge_interval(cfg, claim, ci)
-    censored = [sum(not r.get("reached", True) for r in runs) for runs in (a, b)]
+    by_seed = {r["seed"]: r for r in b}
+    pairs = [(r, by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
+    censored = tuple(sum(not pair[i].get("reached", True) for pair in pairs) for i in (0, 1))
+    values = ([pair[i][metric] for pair in pairs] for i in (0, 1))
+    judged = judge_claim(
+        cfg, claim, *values, lower_is_better=metric in CONVEX_METRICS, bounds=BOUNDS[metric], censored=censored
+    )
     return {
         "case": name,
         "statement": claim.statement,
         "metric": metric,
         "better": claim.better,
         "than": claim.than,
-        "test": judged["test"],
-        "margin": judged["margin"],
-        "advantage": ci,
-        "value": ci["diff"],
-        "interval_verdict": judged["verdict"],
-        "censored": censored,
-        "verdict": uncensored(judged["verdict"], judged["test"], *censored),
+        **judged,
         **extra,
     }
-
-
-def uncensored(verdict: str, test: str, censored_better: int, censored_than: int) -> str:
-    """`verdict` unless censored runs (lower bounds) could have produced it: then inconclusive."""
-    if test == "equivalence" and (censored_better or censored_than):
-        return "inconclusive"
-    if (verdict == "supported" and censored_better) or (verdict == "refuted" and censored_than):
-        return "inconclusive"
-    return verdict
 
 
 # --- part A: batch 1, mini-batch and full batch on the convex problem ---------------------------------------
@@ -216,7 +208,7 @@ def measure_convex(study: Study) -> dict[str, dict]:
             "runs": runs,
             "reached": sum(r["reached"] for r in runs),
             "diverged": sum(r.get("diverged", 0.0) > 0 for r in runs),
-            **{m: mean_ci([r[m] for r in runs], float(cfg.confidence)) for m in CONVEX_METRICS},
+            **{m: mean_ci([r[m] for r in runs], float(cfg.confidence), BOUNDS[m]) for m in CONVEX_METRICS},
         }
     return results
 
@@ -236,7 +228,7 @@ def scaling_runs(study: Study, case: str, overrides: list[str], lr: float) -> di
         "lr": lr,
         "runs": runs,
         "diverged": sum(r.get("diverged", 0.0) > 0 for r in runs),
-        **{m: mean_ci([r[m] for r in runs], float(study.cfg.confidence)) for m in SCALING_METRICS},
+        **{m: mean_ci([r[m] for r in runs], float(study.cfg.confidence), BOUNDS[m]) for m in SCALING_METRICS},
     }
 
 
@@ -273,11 +265,13 @@ class BatchSizeScaling:
 
     def rule(self, cfg: DictConfig) -> str:
         return (
-            f"per claim, the {cfg.confidence:.0%} Welch t-interval over seeds {list(seeds_of(cfg))} of the first "
-            f"side's advantage (fewer steps, examples or seconds to distance {cfg.eps:g}; higher test accuracy): "
-            f"supported if it lies above the claim's margin (default {cfg.threshold:g}), refuted if below, else "
-            "inconclusive; for an equivalence claim, supported if it lies within ±margin. Runs that never reach eps "
-            "count their totals (lower bounds); a verdict such a bound could have produced wrongly is inconclusive"
+            f"per claim, the paired (same-seed) t-test over seeds {list(seeds_of(cfg))} of the first side's "
+            f"advantage (fewer steps, examples or seconds to distance {cfg.eps:g}; higher test accuracy) against "
+            f"the claim's margin (default {cfg.threshold:g}; equivalence claims by TOST within ±margin), shown with "
+            f"its {cfg.confidence:.0%} interval; Holm-corrected over the study's claims: supported if the adjusted "
+            f"p < {1 - cfg.confidence:g}, refuted if that of the opposite test is, else inconclusive. Runs that "
+            "never reach eps count their totals (lower bounds); a verdict such a bound could have produced wrongly "
+            "is inconclusive"
         )
 
     def measure(self, study: Study) -> dict[str, Any]:
@@ -299,7 +293,8 @@ class BatchSizeScaling:
     def report(self, verdict: dict[str, Any]) -> list[str]:
         s = verdict["settings"]
         lines = [
-            f"Mean [{s['confidence']:.0%} t-interval] over seeds {s['seeds']}; every learning rate was tuned with "
+            f"Mean [{s['confidence']:.0%} t-interval, clipped to the metric's range] over seeds {s['seeds']}; a "
+            "claim's advantage is paired by seed; every learning rate was tuned with "
             f"tuning seed {s['tune_seed']}, apart from the evaluation seeds.",
             "",
             "| claim | metric | advantage of the first [interval] | margin | verdict |",

@@ -52,6 +52,10 @@ def _whole_batches(cfg: DictConfig, overrides: list[str], batch: int) -> tuple[i
 
 class DistanceKind:
     plot_name = "distance.png"
+    correction_why = (
+        "each claim is an exact equality judged on a deterministic float64 parameter distance against a "
+        "threshold, not a statistical test"
+    )
 
     def rule(self, cfg: DictConfig) -> str:
         return f"{EQUIVALENT} if the relative parameter distance < {cfg.threshold:g}, else {NOT_EQUIVALENT}"

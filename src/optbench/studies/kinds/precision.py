@@ -17,8 +17,9 @@ gradient 2**k times smaller, as in deep networks whose gradients fall below floa
 
 The gradient fractions are probed every `probe_every` optimizer steps, after backward and AMP unscaling, and
 averaged over the probes. Each claim compares two precisions in one regime on one metric: the runs of a seed
-share initialization and batch order, so the per-seed differences get a paired t-interval, judged against
-the claim's margin (default `threshold`): equivalence (inside ±margin) or advantage (above the margin).
+share initialization and batch order, so the per-seed differences are tested paired (optbench.stats's
+policy) against the claim's margin (default `threshold`): equivalence (TOST within ±margin) or advantage
+(above the margin), Holm-corrected over the study's claims.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from optbench.studies.config import seeds_of
 from optbench.studies.measures import device_of
 from optbench.studies.report import fmt, fmt_ci
 from optbench.studies.runner import Study
-from optbench.studies.verdict import judge_interval
+from optbench.studies.verdict import judge_claim
 
 FP16_SUBNORMAL_MIN = 2.0**-24  # the smallest positive float16: a smaller magnitude rounds to zero
 FP16_NORMAL_MIN = 2.0**-14  # below this, float16 is subnormal and loses significant bits
 PROBES = ("zero_grad", "below_fp16_subnormal", "below_fp16_normal")
 RUN_METRICS = ("test_acc", "val_loss")
 LOWER_IS_BETTER = {"val_loss"}
+BOUNDS = {"test_acc": (0.0, 1.0), "val_loss": (0.0, float("inf"))}
 REFERENCE = "32-true"
 
 
@@ -160,7 +162,10 @@ def summarize(runs: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """One precision in one regime over its seeds."""
     return {
         "runs": runs,
-        **{metric: mean_ci([r.get(metric, math.nan) for r in runs], confidence) for metric in RUN_METRICS},
+        **{
+            metric: mean_ci([r.get(metric, math.nan) for r in runs], confidence, BOUNDS[metric])
+            for metric in RUN_METRICS
+        },
         **{key: float(np.nanmean([r[key] for r in runs])) for key in PROBES},
         "loss_scale": loss_scale_range(runs),
         "skipped_steps": max((r.get("skipped_steps", 0.0) for r in runs), default=0.0),
@@ -187,21 +192,18 @@ def judge(cfg: DictConfig, name: str, claim: DictConfig, results: dict[str, dict
     metric = claim.metric
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # positive when the first precision does better
     second = {run["seed"]: run for run in results[claim.regime][b]["runs"]}
-    per_seed = [
-        sign * (run.get(metric, math.nan) - second[run["seed"]].get(metric, math.nan))
-        for run in results[claim.regime][a]["runs"]
-    ]
-    ci = mean_ci(per_seed, float(cfg.confidence))
+    first = [run for run in results[claim.regime][a]["runs"] if run["seed"] in second]
+    values = [run.get(metric, math.nan) for run in first], [second[run["seed"]].get(metric, math.nan) for run in first]
+    judged = judge_claim(cfg, claim, *values, lower_is_better=metric in LOWER_IS_BETTER, bounds=BOUNDS[metric])
     return {
         "case": name,
         "statement": claim.statement,
         "regime": claim.regime,
         "compare": [a, b],
         "metric": claim.metric,
-        "per_seed": per_seed,
-        "difference": ci,
-        "value": ci["mean"],
-        **judge_interval(cfg, claim, ci),
+        "per_seed": [sign * (x - y) for x, y in zip(*values)],
+        "difference": judged["advantage"],
+        **judged,
     }
 
 
@@ -252,10 +254,12 @@ class PrecisionKind:
 
     def rule(self, cfg: DictConfig) -> str:
         return (
-            f"per claim, the {cfg.confidence:.0%} t-interval of the paired (same-seed) difference between two "
-            f"precisions over seeds {list(seeds_of(cfg))}: for an equivalence claim supported if it lies within "
-            f"±margin (default {cfg.threshold:g}), refuted if wholly outside; for an advantage claim supported if "
-            "it lies above the margin, refuted if below; else inconclusive"
+            f"per claim, the paired (same-seed) t-test of the difference between two precisions over seeds "
+            f"{list(seeds_of(cfg))}, shown with its {cfg.confidence:.0%} interval: an equivalence claim by TOST "
+            f"within ±margin (default {cfg.threshold:g}), an advantage claim one-sided above the margin; Holm-"
+            f"corrected over the study's claims: supported if the adjusted p < {1 - cfg.confidence:g}, refuted if "
+            "that of the opposite test is, else inconclusive. An exact tie on every seed supports an equivalence "
+            "and refutes an advantage; any other difference without spread is inconclusive"
         )
 
     def measure(self, study: Study) -> dict[str, Any]:

@@ -18,12 +18,14 @@ from scipy import stats
 
 from optbench.core.errors import ConfigError
 from optbench.core.figures import save_figure, subplots
-from optbench.stats import advantage_verdict, equivalence_verdict, mean_ci
-from optbench.stats import welch_ci as difference_ci
+from optbench.stats import INCONCLUSIVE, REFUTED, SUPPORTED, decide, mean_ci
 from optbench.studies.config import seeds_of
 from optbench.studies.measures import EQUIVALENT, NOT_EQUIVALENT, relative_distance, verdict_of
 from optbench.studies.report import fmt, fmt_ci
 from optbench.studies.runner import Study
+from optbench.studies.verdict import judge_claim
+
+ACCURACY = (0.0, 1.0)
 
 
 def _positive_list(cfg: DictConfig, key: str, allow_zero: bool = False) -> list[float]:
@@ -37,6 +39,34 @@ def _strip(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run.items() if k != "state"}
 
 
+def unanimous(value: float, per_seed: list[float], margin: float) -> tuple[str, str]:
+    """(verdict, reason) of "`value` exceeds `margin`" for a grid measure without a sampling distribution:
+    supported if it does on the seed-averaged grid and on every seed alone, refuted if it does on none of
+    them, else inconclusive (the seeds disagree; more seeds or a finer grid would tell)."""
+    above = [v > margin for v in (value, *per_seed)]
+    if all(above):
+        return SUPPORTED, "above the margin on the seed-averaged grid and on every seed"
+    if not any(above):
+        return REFUTED, "at or below the margin on the seed-averaged grid and on every seed"
+    return INCONCLUSIVE, "the seeds disagree"
+
+
+def stable_range_verdict(stable: dict[str, float], top: float) -> tuple[str, str]:
+    """(verdict, reason) of "clipping raises the largest learning rate of the sweep with no diverged seed"
+    (`stable`: that rate per variant, 0 if none; `top`: the sweep's largest rate). The grid resolves only
+    its own steps: equal rates, a sweep that never made unclipped runs diverge, or no stable rate on either
+    side say nothing either way."""
+    if stable["no_clip"] >= top:
+        return INCONCLUSIVE, "unclipped runs never diverged in the sweep: it does not reach their limit"
+    if stable["clip"] == stable["no_clip"] == 0:
+        return INCONCLUSIVE, "every learning rate diverged on some seed either way"
+    if stable["clip"] > stable["no_clip"]:
+        return SUPPORTED, "clipped runs stay stable at a larger learning rate of the sweep"
+    if stable["clip"] < stable["no_clip"]:
+        return REFUTED, "clipped runs diverge at a learning rate where unclipped ones did not"
+    return INCONCLUSIVE, "the same largest stable learning rate on this grid; a finer grid could separate them"
+
+
 # --- AdamW against Adam with L2 -----------------------------------------------------------------------------
 
 
@@ -48,11 +78,15 @@ class AdamwVsAdamL2:
     def rule(self, cfg: DictConfig) -> str:
         return (
             f"same update: {EQUIVALENT} if the relative parameter distance < {cfg.threshold:g}; best accuracy: "
-            f"the {cfg.confidence:.0%} Welch t-interval of AdamW's advantage at its best grid cell against "
-            f"Adam-L2's at its own (cells chosen by validation accuracy), supported above {cfg.acc_margin:g}, "
-            f"refuted at or below it; weight-decay coupling: supported if the best weight decay (the largest within "
-            f"{cfg.wd_tolerance:g} of the row's best validation accuracy) of Adam-L2 moves by more than "
-            f"{cfg.shift_margin:g} decades more than AdamW's across the learning rates, refuted if not"
+            f"the paired (same-seed) t-test of AdamW's test-accuracy advantage at its best grid cell over "
+            f"Adam-L2's at its own (cells chosen by validation accuracy) against {cfg.acc_margin:g}, one-sided, "
+            f"shown with its {cfg.confidence:.0%} interval, Holm-corrected over the study's tested claims "
+            f"(a family of one): supported if the adjusted p < {1 - cfg.confidence:g}, refuted if that of the "
+            "opposite test is, else inconclusive; weight-decay coupling (no test, a grid measure): the best weight "
+            f"decay (the largest within {cfg.wd_tolerance:g} of the row's best validation accuracy) of Adam-L2 must "
+            f"move by more than {cfg.shift_margin:g} decades more than AdamW's across the learning rates, on the "
+            "seed-averaged grid and on every seed alone: supported if so, refuted if it moves no more than that on "
+            "every seed and on average, else inconclusive"
         )
 
     def measure(self, study: Study) -> dict[str, Any]:
@@ -61,26 +95,33 @@ class AdamwVsAdamL2:
         cases = self._same_update(study)
         grid = {name: self._grid(study, name, lrs, wds) for name in ("adam_l2", "adamw")}
         best = {name: max(cells, key=lambda c: c["val_acc_best"]["mean"]) for name, cells in grid.items()}
-        ci = difference_ci(best["adamw"]["test_accs"], best["adam_l2"]["test_accs"], float(cfg.confidence))
+        claim = DictConfig({"margin": float(cfg.acc_margin)})
+        a, b = best["adamw"]["test_accs"], best["adam_l2"]["test_accs"]  # the same seeds, in order
         cases.append(
             {
                 "case": "adamw_more_accurate",
                 "statement": "AdamW's best grid cell beats Adam-L2's best (test accuracy)",
-                "value": ci["diff"],
-                "advantage": ci,
-                "margin": float(cfg.acc_margin),
-                "verdict": advantage_verdict(ci, float(cfg.acc_margin)),
+                **judge_claim(cfg, claim, a, b, lower_is_better=False, bounds=ACCURACY),
             }
         )
-        shift = {name: self._best_wd_shift(cells, lrs, float(cfg.wd_tolerance)) for name, cells in grid.items()}
+        tolerance = float(cfg.wd_tolerance)
+        shift = {name: self._best_wd_shift(cells, lrs, tolerance) for name, cells in grid.items()}
         moved = shift["adam_l2"]["decades"] - shift["adamw"]["decades"]
+        per_seed = [
+            self._best_wd_shift(grid["adam_l2"], lrs, tolerance, seed)["decades"]
+            - self._best_wd_shift(grid["adamw"], lrs, tolerance, seed)["decades"]
+            for seed in range(len(seeds_of(cfg)))
+        ]
+        verdict, reason = unanimous(moved, per_seed, float(cfg.shift_margin))
         cases.append(
             {
                 "case": "adamw_decouples_decay",
                 "statement": "the best weight decay moves less with the learning rate for AdamW than for Adam-L2",
                 "value": moved,
+                "per_seed": per_seed,
                 "margin": float(cfg.shift_margin),
-                "verdict": "supported" if moved > float(cfg.shift_margin) else "refuted",
+                "verdict": verdict,
+                "reason": reason,
             }
         )
         return {"cases": cases, "grid": grid, "best": best, "best_wd": shift}
@@ -145,27 +186,37 @@ class AdamwVsAdamL2:
                     {
                         "lr": lr,
                         "weight_decay": wd,
-                        "val_acc_best": mean_ci([r["val_acc_best"] for r in runs], float(study.cfg.confidence)),
-                        "test_acc": mean_ci([r["test_acc"] for r in runs], float(study.cfg.confidence)),
+                        "val_acc_best": mean_ci(
+                            [r["val_acc_best"] for r in runs], float(study.cfg.confidence), ACCURACY
+                        ),
+                        "test_acc": mean_ci([r["test_acc"] for r in runs], float(study.cfg.confidence), ACCURACY),
                         "test_accs": [r["test_acc"] for r in runs],
+                        "val_accs": [r["val_acc_best"] for r in runs],
                         "run_ids": [r["run_id"] for r in runs],
                     }
                 )
         return cells
 
     @staticmethod
-    def _best_wd_shift(cells: list[dict[str, Any]], lrs: list[float], tolerance: float) -> dict[str, Any]:
-        """At each learning rate the best weight decay: the largest one whose validation accuracy is within
-        `tolerance` of that row's best. Where accuracy is flat in the decay (a small problem), a plain argmax
-        would pick seed noise; the largest decay the learning rate tolerates is well defined either way.
-        A best decay of 0 counts as the grid's smallest non-zero decay / 10 in the span, in decades."""
+    def _best_wd_shift(
+        cells: list[dict[str, Any]], lrs: list[float], tolerance: float, seed: int | None = None
+    ) -> dict[str, Any]:
+        """At each learning rate the best weight decay: the largest one whose validation accuracy (the mean
+        over seeds, or that of the `seed`-th seed alone) is within `tolerance` of that row's best. Where
+        accuracy is flat in the decay (a small problem), a plain argmax would pick seed noise; the largest
+        decay the learning rate tolerates is well defined either way. A best decay of 0 counts as the grid's
+        smallest non-zero decay / 10 in the span, in decades."""
         nonzero = [c["weight_decay"] for c in cells if c["weight_decay"] > 0]
         floor = min(nonzero) / 10 if nonzero else 1.0
+
+        def acc(cell: dict[str, Any]) -> float:
+            return cell["val_acc_best"]["mean"] if seed is None else cell["val_accs"][seed]
+
         best = {}
         for lr in lrs:
             row = [c for c in cells if c["lr"] == lr]
-            top = max(c["val_acc_best"]["mean"] for c in row)
-            best[lr] = max(c["weight_decay"] for c in row if c["val_acc_best"]["mean"] >= top - tolerance)
+            top = max(acc(c) for c in row)
+            best[lr] = max(c["weight_decay"] for c in row if acc(c) >= top - tolerance)
         logs = [math.log10(max(wd, floor)) for wd in best.values()]
         return {"best_wd_per_lr": {f"{lr:g}": wd for lr, wd in best.items()}, "decades": max(logs) - min(logs)}
 
@@ -174,6 +225,7 @@ class AdamwVsAdamL2:
         lines = ["| check | statement | number | verdict | expected |", "|---|---|---|---|---|"]
         for c in verdict["cases"]:
             number = fmt(c["value"]) if "advantage" not in c else fmt_ci(c["advantage"], ".4f")
+            number += f" ({c['reason']})" if c.get("reason") else ""
             lines.append(
                 f"| {c['case']} | {c['statement']} | {number} | **{c['verdict']}** | {c.get('expected', '')} |"
             )
@@ -231,11 +283,14 @@ class GradClipping:
 
     def rule(self, cfg: DictConfig) -> str:
         return (
-            f"fewer divergences: supported if clipping diverges less often over the sweep with one-sided Fisher "
-            f"exact p < {cfg.alpha:g}, refuted if it diverges as often or more, else inconclusive; stable range: "
-            "supported if the largest learning rate with no diverged seed is larger with clipping, refuted if not; "
-            f"no cost: the {cfg.confidence:.0%} interval of the test-accuracy difference at the best unclipped lr, "
-            f"supported within ±{cfg.threshold:g}, refuted if wholly outside"
+            "fewer divergences: one-sided Fisher exact tests on the divergence counts over the sweep (clipping "
+            "diverges less; the opposite, more); no cost: at the best unclipped lr, the paired (same-seed) TOST of "
+            f"the test-accuracy difference within ±{cfg.threshold:g}, shown with its {cfg.confidence:.0%} "
+            "interval. Both Holm-corrected together: supported if the adjusted p of the claim's test < "
+            f"{1 - cfg.confidence:g}, refuted if that of the opposite test is, else inconclusive (an exact tie on "
+            "every seed supports no cost). Stable range (no test, a grid measure): supported if the largest "
+            "learning rate with no diverged seed is larger with clipping, refuted if smaller, inconclusive if "
+            "equal on the grid, if the sweep never made unclipped runs diverge, or if no rate is stable"
         )
 
     def measure(self, study: Study) -> dict[str, Any]:
@@ -274,8 +329,8 @@ class GradClipping:
             "diverged": sum(failed),
             "nan": sum(nan),
             "test_accs": accs,
-            "test_acc": mean_ci(accs, float(cfg.confidence)),
-            "val_acc_best": mean_ci([r.get("val_acc_best", 0.0) for r in runs], float(cfg.confidence)),
+            "test_acc": mean_ci(accs, float(cfg.confidence), ACCURACY),
+            "val_acc_best": mean_ci([r.get("val_acc_best", 0.0) for r in runs], float(cfg.confidence), ACCURACY),
             "run_ids": [r["run_id"] for r in runs],
         }
 
@@ -284,12 +339,16 @@ class GradClipping:
         total = {v: sum(p["runs"] for p in points) for v, points in sweep.items()}
         table = [[div["no_clip"], total["no_clip"] - div["no_clip"]], [div["clip"], total["clip"] - div["clip"]]]
         p_value = float(stats.fisher_exact(table, alternative="greater").pvalue)  # H1: no_clip diverges more
+        p_opposite = float(stats.fisher_exact(table, alternative="less").pvalue)  # H1: clip diverges more
         fewer = div["no_clip"] - div["clip"]
-        verdict = "refuted" if fewer <= 0 else ("supported" if p_value < float(cfg.alpha) else "inconclusive")
         stable = {v: max((p["lr"] for p in points if p["diverged"] == 0), default=0.0) for v, points in sweep.items()}
+        stable_verdict, stable_reason = stable_range_verdict(stable, max(p["lr"] for p in sweep["no_clip"]))
         best = max(sweep["no_clip"], key=lambda p: p["val_acc_best"]["mean"])
         clipped = next(p for p in sweep["clip"] if p["lr"] == best["lr"])
-        ci = difference_ci(clipped["test_accs"], best["test_accs"], float(cfg.confidence))
+        no_cost = DictConfig({"test": "equivalence", "margin": float(cfg.threshold)})
+        judged = judge_claim(
+            cfg, no_cost, clipped["test_accs"], best["test_accs"], lower_is_better=False, bounds=ACCURACY
+        )
         gain = (
             math.log10(stable["clip"] / stable["no_clip"])
             if min(stable.values()) > 0
@@ -302,23 +361,27 @@ class GradClipping:
                 "value": float(fewer),
                 "diverged": div,
                 "runs": total,
+                "test": "advantage",
+                "method": "Fisher exact (divergence counts)",
                 "p_value": p_value,
-                "verdict": verdict,
+                "p_opposite": p_opposite,
+                "power_note": f"{total['no_clip']} runs a side",
+                "verdict": decide(p_value, p_opposite, 1 - float(cfg.confidence)),
+                "reason": None,
             },
             {
                 "case": "wider_stable_range",
                 "statement": "clipping raises the largest learning rate that never diverges",
                 "value": gain,
                 "stable_lr": stable,
-                "verdict": "supported" if gain > 0 else "refuted",
+                "verdict": stable_verdict,
+                "reason": stable_reason,
             },
             {
                 "case": "no_cost_at_best_lr",
                 "statement": f"at the best unclipped lr ({best['lr']:g}), clipping keeps the test accuracy",
-                "value": ci["diff"],
-                "advantage": ci,
                 "lr": best["lr"],
-                "verdict": equivalence_verdict(ci, float(cfg.threshold)),
+                **judged,
             },
         ]
 
@@ -335,7 +398,8 @@ class GradClipping:
             f"{fewer['diverged']['clip']}/{fewer['runs']['clip']} with clipping; Fisher p = {fewer['p_value']:.3g} | "
             f"**{fewer['verdict']}** |",
             f"| {stable['statement']} | largest stable lr {stable['stable_lr']['no_clip']:g} without, "
-            f"{stable['stable_lr']['clip']:g} with clipping ({fmt(stable['value'], '.2f')} decades) | **{stable['verdict']}** |",
+            f"{stable['stable_lr']['clip']:g} with clipping ({fmt(stable['value'], '.2f')} decades); "
+            f"{stable['reason']} | **{stable['verdict']}** |",
             f"| {cost['statement']} | clip − no clip: {fmt_ci(cost['advantage'])} | **{cost['verdict']}** |",
             "",
             f"A run diverged if its loss became NaN or infinite (how many: in brackets) or it ended at test accuracy "

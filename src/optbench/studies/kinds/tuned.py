@@ -8,15 +8,18 @@ tuned settings are not scored on the run they were picked on). Per run the study
     test_acc, val_acc_best   final test accuracy, best validation accuracy
     gap                      train accuracy (over the last epoch's batches) minus test accuracy
     steps_to_target          first step whose validation accuracy reaches `target`; a run that never does
-                             counts as its total steps (a lower bound, so a "faster" claim is never helped)
-    seconds_to_target        training seconds at that step (validation excluded)
+                             is censored: its time is +inf (the run's length only bounds it), never averaged
+    seconds_to_target        training seconds at that step (validation excluded), censored alike
 
 and per case, from its tuning trials, the width of the good learning-rate range: log10(largest / smallest)
 learning rate whose trial came within `good_lr_tolerance` of the best trial.
 
-Each claim names a metric, the case claimed better (`better`) and the one it beats (`than`): the verdict
-comes from the t-interval (Welch, `confidence`) of the better case's advantage over seeds, against the
-claim's `margin` (default: `threshold`): supported above it, refuted below it, inconclusive across it.
+Every case runs on the same evaluation seeds, so each claim (a metric, the case claimed better, `better`,
+and the one it beats, `than`) compares the two cases seed by seed (optbench.stats's policy): accuracies and
+the gap by the paired t-test of the per-seed differences against the claim's `margin` (default:
+`threshold`), their interval clipped to the metric's range; times to target by Wilcoxon's signed-rank test
+with censored runs as +inf, the advantage being the difference of the Kaplan-Meier medians. The study's
+claims are Holm-corrected together (studies.verdict.correct).
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from optbench.core.errors import ConfigError
 from optbench.core.figures import save_figure, subplots
-from optbench.stats import advantage_ci, first_crossing, mean_ci
+from optbench.stats import first_crossing, mean_ci, median_time_to_target
 from optbench.studies.config import seeds_of, selected_cases
 from optbench.studies.report import fmt, fmt_ci
 from optbench.studies.runner import Study
-from optbench.studies.verdict import judge_interval
+from optbench.studies.verdict import judge_censored_claim, judge_claim
 
 RUN_METRICS = ("test_acc", "val_acc_best", "gap", "steps_to_target", "seconds_to_target")
+TIME_METRICS = ("steps_to_target", "seconds_to_target")  # censored: +inf for a run that never reaches the target
 LOWER_IS_BETTER = {"steps_to_target", "seconds_to_target", "gap", "test_loss"}
+BOUNDS = {"test_acc": (0.0, 1.0), "val_acc_best": (0.0, 1.0), "gap": (-1.0, 1.0)}
+HORIZONS = {"steps_to_target": "steps", "seconds_to_target": "train_s"}  # where a censored run stopped
 
 
 def case_overrides(cfg: DictConfig) -> dict[str, list[str]]:
@@ -57,10 +63,10 @@ def case_overrides(cfg: DictConfig) -> dict[str, list[str]]:
 
 def to_target(study: Study, run: dict[str, Any], target: float) -> tuple[float, float, bool]:
     """(steps, seconds, reached) for one run's first validation accuracy >= target; a run that never gets
-    there counts its total steps and seconds (censored: a lower bound)."""
+    there is censored: +inf for both (its length is in `steps` and `train_s`)."""
     step = first_crossing(study.history(run["run_id"], "val/acc"), target)
     if step is None:
-        return run["steps"], run.get("train_s", math.nan), False
+        return math.inf, math.inf, False
     seconds = dict(study.history(run["run_id"], "time/train_s"))
     return step, seconds.get(int(step), math.nan), True
 
@@ -85,18 +91,33 @@ def judge(cfg: DictConfig, name: str, claim: DictConfig, per_case: dict[str, dic
         raise ConfigError(
             f"study {cfg.name}: claim {name}: unknown metric {metric}. Metrics: {', '.join(RUN_METRICS)}."
         )
-    a = [run[metric] for run in per_case[claim.better]["runs"]]
-    b = [run[metric] for run in per_case[claim.than]["runs"]]
-    ci = advantage_ci(a, b, metric in LOWER_IS_BETTER, float(cfg.confidence))
+    than = {run["seed"]: run for run in per_case[claim.than]["runs"]}
+    pairs = [(run, than[run["seed"]]) for run in per_case[claim.better]["runs"] if run["seed"] in than]
+    a, b = ([pair[i][metric] for pair in pairs] for i in (0, 1))
+    if metric in TIME_METRICS:
+        horizons = ([pair[i].get(HORIZONS[metric], math.nan) for pair in pairs] for i in (0, 1))
+        judged = judge_censored_claim(cfg, claim, a, b, *horizons)
+    else:
+        judged = judge_claim(cfg, claim, a, b, lower_is_better=metric in LOWER_IS_BETTER, bounds=BOUNDS.get(metric))
     return {
         "case": name,
         "statement": claim.statement,
         "metric": metric,
         "better": claim.better,
         "than": claim.than,
-        "advantage": ci,
-        "value": ci["diff"],
-        **judge_interval(cfg, claim, ci),
+        "seeds": [pair[0]["seed"] for pair in pairs],
+        **judged,
+    }
+
+
+def time_summary(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """A case's time to target over seeds: the Kaplan-Meier median (censored runs counted, not dropped)
+    and how many runs reached the target."""
+    times = [r[metric] for r in runs]
+    return {
+        "median": median_time_to_target(times, [r.get(HORIZONS[metric], math.nan) for r in runs]),
+        "reached": sum(math.isfinite(t) for t in times),
+        "n": len(runs),
     }
 
 
@@ -105,10 +126,14 @@ class TunedComparison:
 
     def rule(self, cfg: DictConfig) -> str:
         return (
-            f"per claim, the {cfg.confidence:.0%} Welch t-interval of the claimed-better case's advantage over "
-            f"seeds {list(seeds_of(cfg))}: supported if it lies above the claim's margin (default "
-            f"{cfg.threshold:g}), refuted if below, else inconclusive; for an equivalence claim, supported if it "
-            "lies within ±margin"
+            f"per claim, the cases compared seed by seed over seeds {list(seeds_of(cfg))}: accuracies and the gap "
+            "by the paired t-test of the per-seed differences against the claim's margin (default "
+            f"{cfg.threshold:g}; equivalence claims by TOST within ±margin), shown with its {cfg.confidence:.0%} "
+            "interval; steps and seconds to target by Wilcoxon's signed-rank test with runs that never reach the "
+            "target as +inf, the advantage being the difference of Kaplan-Meier medians (no interval). One-sided "
+            f"p-values, Holm-corrected over the study's claims: supported if the adjusted p < {1 - cfg.confidence:g}, "
+            "refuted if that of the opposite test is, else inconclusive; an exact tie on every seed refutes an "
+            "advantage and supports an equivalence"
         )
 
     def measure(self, study: Study) -> dict[str, Any]:
@@ -139,7 +164,12 @@ class TunedComparison:
                 "runs": runs,
                 "reached": sum(r["reached"] for r in runs),
                 "diverged": sum(r.get("diverged", 0.0) > 0 for r in runs),
-                **{metric: mean_ci([r[metric] for r in runs], float(cfg.confidence)) for metric in RUN_METRICS},
+                **{
+                    metric: mean_ci([r[metric] for r in runs], float(cfg.confidence), BOUNDS[metric])
+                    for metric in RUN_METRICS
+                    if metric not in TIME_METRICS
+                },
+                **{metric: time_summary(runs, metric) for metric in TIME_METRICS},
             }
         return {
             "cases": [judge(cfg, name, claim, per_case) for name, claim in claims.items()],
@@ -152,7 +182,10 @@ class TunedComparison:
         lines = [
             f"Every case was tuned with the same budget (`{' '.join(s['tune'])}`, tuning seed "
             f"{s.get('tune_seed', s['seed'])}), then trained with its best settings on seeds {s['seeds']}. "
-            f"Mean [{s['confidence']:.0%} t-interval] over seeds. Target validation accuracy {s['target']:g}.",
+            f"Mean [{s['confidence']:.0%} t-interval, clipped to the metric's range] over seeds; times to target: "
+            "Kaplan-Meier median over seeds (a run that never reaches the target is censored, not averaged), with "
+            f"how many reached it. Target validation accuracy {s['target']:g}. A claim's advantage is paired by "
+            "seed; for a time, the difference of the medians (no interval).",
             "",
             "| claim | metric | advantage of the first [interval] | margin | verdict |",
             "|---|---|---|---|---|",
@@ -164,16 +197,16 @@ class TunedComparison:
             )
         lines += [
             "",
-            "| case | tuned | test acc | best val acc | train−test gap | steps to target (reached) | "
-            "seconds to target | good lr range (decades) | diverged |",
+            "| case | tuned | test acc | best val acc | train−test gap | median steps to target (reached) | "
+            "median seconds to target | good lr range (decades) | diverged |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results.items():
             tuned = ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in r["tuned"]["best_params"].items())
             lines.append(
                 f"| {name} | {tuned} | {fmt_ci(r['test_acc'])} | {fmt_ci(r['val_acc_best'])} | {fmt_ci(r['gap'])} | "
-                f"{fmt_ci(r['steps_to_target'], '.0f')} ({r['reached']}/{len(r['runs'])}) | "
-                f"{fmt_ci(r['seconds_to_target'], '.2f')} | {fmt(r['good_lr_decades'], '.2f')} | "
+                f"{fmt(r['steps_to_target']['median'], '.0f')} ({r['reached']}/{len(r['runs'])}) | "
+                f"{fmt(r['seconds_to_target']['median'], '.2f')} | {fmt(r['good_lr_decades'], '.2f')} | "
                 f"{r['diverged']}/{len(r['runs'])} |"
             )
         return lines
