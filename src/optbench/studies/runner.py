@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from optbench.core.config import compose_config
-from optbench.core.errors import OptbenchError
+from optbench.core.errors import ConfigError, OptbenchError
 from optbench.core.logs import quiet_routine_logs
 from optbench.tracking import TAG_PREFIX
 
@@ -101,18 +101,22 @@ class Study:
 
     def tune(self, case: str, overrides: Sequence[str]) -> dict[str, Any]:
         """Tune one case with the study's equal budget (`tune`: optbench-tune overrides, the same for every
-        case): a fresh Optuna study in the scratch directory, nested under the verdict run in MLflow.
-        Returns best.json's content plus every trial's sampled settings, value and outcome."""
+        case): fresh Optuna studies (`tune.n_studies` of them) in the scratch directory, nested under the
+        verdict run in MLflow. Returns best.json's content (the median study's settings, and under `studies`
+        every study's best and their spread) plus every trial of every study: its settings, value, outcome
+        and study index."""
         import optuna
 
+        from optbench.tuning.replicate import replica_name, trial_seed
+        from optbench.tuning.spaces import parse_search_space, settings_of
         from optbench.tuning.tune import counted_trials, tune
 
         name = f"{self.cfg.name}-{case}"
         storage = f"sqlite:///{self.workdir / ('optuna-' + case + '.db')}"
         tune_cfg = compose_config(
             *self.cfg.train,
-            f"seed={self.cfg.get('tune_seed', self.cfg.seed)}",
             *overrides,
+            *([f"tune.seed={self.cfg.tune_seed}"] if self.cfg.get("tune_seed") is not None else []),
             *self.cfg.tune,
             f"experiment={self.experiment}",
             f"tune.storage={storage}",
@@ -121,15 +125,30 @@ class Study:
             f"checkpoint.dir={self.workdir / 'checkpoints'}",
             config_name="tune",
         )
+        tuning_seeds = {trial_seed(tune_cfg, i) for i in range(tune_cfg.tune.n_studies)}
+        if tuning_seeds & set(self.cfg.get("seeds") or []):
+            raise ConfigError(
+                f"study {self.cfg.name}: its tuning seeds {sorted(tuning_seeds)} (tune.seed + study index) overlap "
+                f"its evaluation seeds {list(self.cfg.seeds)}; tuning on an evaluation seed leaks into the "
+                "measurement. Set tune_seed (or tune.seed) apart from the seeds, e.g. 1000."
+            )
         summary = tune(tune_cfg)
-        study = optuna.load_study(study_name=name, storage=storage)
-        parent = study.user_attrs.get("mlflow_parent_run_id")
-        if parent:
-            self.client.set_tag(parent, "mlflow.parentRunId", self.parent_run_id)
-        summary["trials"] = [
-            {"params": dict(t.params), "value": t.value, "outcome": t.user_attrs.get("outcome", t.state.name.lower())}
-            for t in counted_trials(study)
-        ]
+        space = parse_search_space(tune_cfg)
+        summary["trials"] = []
+        for index in range(tune_cfg.tune.n_studies):
+            study = optuna.load_study(study_name=replica_name(name, index), storage=storage)
+            parent = study.user_attrs.get("mlflow_parent_run_id")
+            if parent:
+                self.client.set_tag(parent, "mlflow.parentRunId", self.parent_run_id)
+            summary["trials"] += [
+                {
+                    "study": index,
+                    "params": settings_of(t.params, space),
+                    "value": t.value,
+                    "outcome": t.user_attrs.get("outcome", t.state.name.lower()),
+                }
+                for t in counted_trials(study)
+            ]
         for key in ("output_dir", "study_name"):
             summary.pop(key, None)
         self.n_runs += len(summary["trials"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import optuna
@@ -38,11 +38,13 @@ def trial_point(trial: FrozenTrial) -> tuple[str, float | None]:
     return outcome, None
 
 
-def plot_sensitivity(trials: Sequence[FrozenTrial], key: str, metric: str, path: Path) -> None:
-    """The metric of every trial against one searched setting, pruned and diverged trials included."""
+def plot_sensitivity(groups: Mapping[str, Sequence[FrozenTrial]], key: str, metric: str, path: Path) -> None:
+    """The metric of every trial against one searched setting, pruned and diverged trials included; one
+    colour per group (the replicate studies of a tuning)."""
     points = []
-    for trial in trials:
-        outcome, value = trial_point(trial)
-        if key in trial.params and value is not None:
-            points.append(("trials", outcome, float(trial.params[key]), float(value)))
+    for group, trials in groups.items():
+        for trial in trials:
+            outcome, value = trial_point(trial)
+            if key in trial.params and value is not None:
+                points.append((group, outcome, float(trial.params[key]), float(value)))
     plot_trials(points, key, metric, f"{metric} against {key}, every trial", path)

@@ -1,11 +1,12 @@
-"""tune(cfg): one Optuna study per optimizer, with an equal budget, pruning, resume and parallel workers.
+"""tune(cfg): Optuna studies per optimizer, with an equal budget, pruning, resume and parallel workers.
 
-    optbench-tune optimizer=adam tune=lr tune.n_trials=20
+    optbench-tune optimizer=adam tune=full tune.n_trials=20 tune.n_studies=3
     optbench-tune -m optimizer=sgd,momentum,adam,adamw tune.n_trials=20
 
-Each trial is an optbench-train run (same config, a few sampled values) and an MLflow child run of the
-study's parent run. The study lives in persistent Optuna storage: rerunning the command continues it up
-to `tune.n_trials` finished trials, and several processes may share it.
+`tune.n_studies` independent studies (replicate.py) of `tune.n_trials` trials each, over the search space
+of spaces.py. Each trial is an optbench-train run (same config, a few sampled values, the tuning seed) and
+an MLflow child run of its study's parent run. Studies live in persistent Optuna storage: rerunning the
+command continues each up to `tune.n_trials` finished trials, and several processes may share one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,70 +39,11 @@ from optbench.tracking import (
 from optbench.training.checks import apply_best, validate
 from optbench.training.train import train
 from optbench.tuning.plots import plot_sensitivity, save_optimization_history
+from optbench.tuning.replicate import check_replication, combine, replica_config
+from optbench.tuning.spaces import SearchParam, describe, parse_search_space, settings_of, space_record
 
 log = logging.getLogger("optbench")
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the budget
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    """One searched setting: a dotted config key and how Optuna samples it."""
-
-    key: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    is_int: bool = False
-    choices: tuple | None = None
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.key, list(self.choices))
-        if self.is_int:
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
-
-
-def parse_search_space(cfg: DictConfig) -> list[SearchParam]:
-    """The `tune.search_space` entries, checked against the config they will override."""
-    space = cfg.tune.search_space
-    if not space:
-        raise ConfigError("tune.search_space is empty: name at least one setting to search (e.g. optimizer.lr).")
-    params = []
-    for name, spec in OmegaConf.to_container(space, resolve=True).items():
-        if not isinstance(spec, dict):
-            raise ConfigError(
-                f"tune.search_space.{name} must be a mapping ({{key, low, high}} or {{choices}}), got {spec!r}."
-            )
-        key = spec.get("key", name)
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if node is None or leaf not in node:
-            settings = ", ".join(f"{parent}.{k}" if parent else k for k in node) if node is not None else ""
-            raise ConfigError(
-                f"Unknown search-space parameter '{key}': it is not a setting of this config"
-                + (f". Settings there: {settings}." if settings else f" (no '{parent}' section).")
-            )
-        params.append(_parse_spec(name, key, spec))
-    return params
-
-
-def _parse_spec(name: str, key: str, spec: dict) -> SearchParam:
-    where = f"tune.search_space.{name}"
-    if "choices" in spec:
-        if not spec["choices"]:
-            raise ConfigError(f"{where}.choices is empty: give at least one value.")
-        return SearchParam(key, choices=tuple(spec["choices"]))
-    low, high = spec.get("low"), spec.get("high")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise ConfigError(f"{where} needs numeric low and high (or choices), got {spec}.")
-    if not low < high:
-        raise ConfigError(f"{where} ({key}) has an empty or inverted range: low={low} >= high={high}.")
-    if spec.get("log") and low <= 0:
-        raise ConfigError(f"{where} ({key}) is searched on a log scale, so low must be > 0 (got {low}).")
-    is_int = spec.get("type") == "int"
-    return SearchParam(key, float(low), float(high), bool(spec.get("log")), spec.get("step"), is_int)
 
 
 def study_name(cfg: DictConfig) -> str:
@@ -175,7 +116,7 @@ def build_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
 
 
 def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
-    """Every check that can run before the storage is touched."""
+    """Every check that can run before the storage is touched; returns the search space."""
     t = cfg.tune
     if not isinstance(t.n_trials, int) or t.n_trials < 1:
         raise ConfigError(f"tune.n_trials must be an integer of at least 1, got {t.n_trials!r}.")
@@ -183,6 +124,7 @@ def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
         raise ConfigError(f"tune.n_jobs must be an integer of at least 1, got {t.n_jobs!r}.")
     if t.direction not in ("maximize", "minimize"):
         raise ConfigError(f"tune.direction must be maximize or minimize, got {t.direction!r}.")
+    check_replication(cfg)
     if cfg.strategy.name == "ddp":
         raise ConfigError(
             "strategy=ddp cannot run inside a tuning loop: Lightning starts the other ranks by re-running the "
@@ -195,12 +137,62 @@ def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
 
 
 def tune(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or continue) the study `cfg` describes until it has `tune.n_trials` finished trials."""
+    """Run (or continue) `tune.n_studies` studies of `tune.n_trials` finished trials each; write and return
+    best.json: the settings of the median study, and every study's best."""
     space = check_tune_config(cfg)
     name = study_name(cfg)
+    log.info(
+        "Tuning %s: %d studies x %d trials, trial seeds %d.., search space:\n%s",
+        name,
+        cfg.tune.n_studies,
+        cfg.tune.n_trials,
+        cfg.tune.seed,
+        describe(space),
+    )
     storage = _storage(cfg)
     client = open_store(cfg.logger.get("tracking_uri"))  # created once, before any worker starts
     exp_id = experiment_id(client, cfg.experiment)
+    out = Path(cfg.tune.output_dir) / name
+    studies = [
+        _tune_study(replica_config(cfg, name, i), name, i, storage, client, exp_id, space, out / f"s{i}")
+        for i in range(cfg.tune.n_studies)
+    ]
+    summary = {**combine(name, cfg, [s for s, _ in studies]), "output_dir": str(out)}
+    write_json(out / "best.json", summary)
+    by_study = {f"study {i}": trials for i, (_, trials) in enumerate(studies)}
+    for param in space:
+        if param.key in ("optimizer.lr", "batch_size"):
+            path = out / f"sensitivity_{param.key.replace('.', '_')}.png"
+            plot_sensitivity(by_study, param.key, cfg.tune.metric, path)
+    for study_summary, _ in studies:
+        parent_id = study_summary["mlflow_run_id"]
+        client.set_tag(parent_id, TAG_PREFIX + "selected", str(study_summary["study_index"] == summary["best_study"]))
+        client.log_artifact(parent_id, str(out / "best.json"), artifact_path="all_studies")
+    log.info(
+        "%s: median study %s of %d, best %s = %s (studies' bests from %s to %s)",
+        name,
+        summary["best_study"],
+        summary["n_studies"],
+        cfg.tune.metric,
+        summary["best_value"],
+        summary["studies"]["min"],
+        summary["studies"]["max"],
+    )
+    return summary
+
+
+def _tune_study(
+    cfg: DictConfig,
+    base: str,
+    index: int,
+    storage: optuna.storages.BaseStorage,
+    client: MlflowClient,
+    exp_id: str,
+    space: list[SearchParam],
+    out: Path,
+) -> tuple[dict[str, Any], list[FrozenTrial]]:
+    """Run (or continue) one study until it has `tune.n_trials` finished trials; its summary and trials."""
+    name = cfg.tune.study_name
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -211,26 +203,38 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     )
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)  # trials left RUNNING by killed processes
-    parent_id = _parent_run(client, exp_id, study, cfg)
+    parent_id = _parent_run(client, exp_id, study, cfg, index, base)
     done = _count(study, FINISHED_STATES)
-    log.info("Study %s: %d of %d trials finished, storage %s", name, done, cfg.tune.n_trials, cfg.tune.storage)
+    log.info(
+        "Study %s (%d of %d, sampler seed %d, trial seed %d): %d of %d trials finished, storage %s",
+        name,
+        index + 1,
+        cfg.tune.n_studies,
+        cfg.tune.sampler.seed,
+        cfg.seed,
+        done,
+        cfg.tune.n_trials,
+        cfg.tune.storage,
+    )
     with ends_run(client, parent_id):
         if done < cfg.tune.n_trials:
             resolved = OmegaConf.to_container(cfg, resolve=True)
             if cfg.tune.n_jobs == 1:
-                _optimize(resolved, name, parent_id)
+                _optimize(resolved, name, parent_id, str(out))
             else:
-                _optimize_in_processes(resolved, name, parent_id, cfg.tune.n_jobs)
-        summary = summarize(optuna.load_study(study_name=name, storage=storage), cfg, space)
-        _log_to_parent_run(client, parent_id, summary, Path(summary["output_dir"]))
-    return summary
+                _optimize_in_processes(resolved, name, parent_id, str(out), cfg.tune.n_jobs)
+        study = optuna.load_study(study_name=name, storage=storage)
+        summary = summarize(study, cfg, space, out, index)
+        summary["mlflow_run_id"] = parent_id
+        _log_to_parent_run(client, parent_id, summary, out)
+    return summary, counted_trials(study)
 
 
 def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: DictConfig) -> str:
+def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: DictConfig, index: int, base: str) -> str:
     """The study's MLflow run: created with the study, reopened (RUNNING again) when the study resumes."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id is not None:
@@ -246,17 +250,19 @@ def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: Dic
             **provenance_tags(),
             TAG_PREFIX + "kind": "study",
             TAG_PREFIX + "study": study.study_name,
+            TAG_PREFIX + "study_index": str(index),
+            TAG_PREFIX + "tuning": base,  # the replicated tuning this study belongs to
             TAG_PREFIX + "optimizer": cfg.optimizer.name,
         },
     )
     params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space")}
-    params["tune.search_space"] = OmegaConf.to_container(cfg.tune.search_space, resolve=True)
+    params["tune.search_space"] = space_record(parse_search_space(cfg))  # the entries applied, as searched
     log_values(client, run.info.run_id, params=params)
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
     return run.info.run_id
 
 
-def _optimize(resolved: dict, name: str, parent_id: str) -> None:
+def _optimize(resolved: dict, name: str, parent_id: str, out: str) -> None:
     """Run trials of study `name` in this process until the study holds n_trials finished trials."""
     cfg = OmegaConf.create(resolved)
     space = parse_search_space(cfg)
@@ -269,7 +275,7 @@ def _optimize(resolved: dict, name: str, parent_id: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from _report instead
     quiet_routine_logs()
     study.optimize(
-        lambda trial: objective(trial, cfg, space, parent_id),
+        lambda trial: objective(trial, cfg, space, parent_id, Path(out)),
         n_trials=remaining,
         callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), _report],
         catch=(RuntimeError, ValueError, SurplusTrial),  # a crashed trial is recorded as FAIL; the study goes on
@@ -295,16 +301,16 @@ def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
     return len(earlier) >= n_trials
 
 
-def _worker(resolved: dict, name: str, parent_id: str) -> None:
+def _worker(resolved: dict, name: str, parent_id: str, out: str) -> None:
     quiet_known_warnings()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    _optimize(resolved, name, parent_id)
+    _optimize(resolved, name, parent_id, out)
 
 
-def _optimize_in_processes(resolved: dict, name: str, parent_id: str, n_jobs: int) -> None:
+def _optimize_in_processes(resolved: dict, name: str, parent_id: str, out: str, n_jobs: int) -> None:
     # Processes, not threads: each trial seeds torch's global RNG and runs its own Trainer.
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(resolved, name, parent_id)) for _ in range(n_jobs)]
+    workers = [context.Process(target=_worker, args=(resolved, name, parent_id, out)) for _ in range(n_jobs)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -314,8 +320,9 @@ def _optimize_in_processes(resolved: dict, name: str, parent_id: str, n_jobs: in
         raise OptbenchError(f"{len(failed)} of {n_jobs} tuning workers exited with an error (exit codes {failed}).")
 
 
-def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], parent_id: str) -> float:
-    """Train once with sampled settings; the trial's value is `tune.metric` of that run."""
+def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], parent_id: str, out: Path) -> float:
+    """Train once with sampled settings and the study's trial seed (`cfg.seed`, set by replica_config);
+    the trial's value is `tune.metric` of that run."""
     from optuna_integration import PyTorchLightningPruningCallback
 
     if is_surplus(trial, cfg.tune.n_trials):
@@ -325,7 +332,6 @@ def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], pa
     trial_cfg = cfg.copy()
     for param in space:
         OmegaConf.update(trial_cfg, param.key, param.suggest(trial), merge=False)
-    out = Path(cfg.tune.output_dir) / trial.study.study_name
     trial_cfg.metrics_path = str(out / "trials" / f"{trial.number}.json")
     callbacks = []
     if cfg.tune.pruner.name != "none":
@@ -335,6 +341,7 @@ def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], pa
         "mlflow.runName": f"{trial.study.study_name}-trial{trial.number}",
         TAG_PREFIX + "study": trial.study.study_name,
         TAG_PREFIX + "trial": str(trial.number),
+        TAG_PREFIX + "study_index": str(cfg.seed - cfg.tune.seed),
     }
     trial.set_user_attr("outcome", "running")
     try:
@@ -367,8 +374,9 @@ def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") != "surplus"]
 
 
-def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) -> dict[str, Any]:
-    """Write best.json and the plots for `study`; return what best.json holds."""
+def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam], out: Path, index: int) -> dict:
+    """Write the study's own best.json and plots to `out`; return what its best.json holds (best_params:
+    config values, so it also feeds optbench-train best=...)."""
     trials = counted_trials(study)
     outcomes: dict[str, int] = {}
     for t in trials:
@@ -376,19 +384,23 @@ def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) ->
         outcome = "failed" if t.state == TrialState.FAIL else outcome
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     completed = [t for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
-    out = Path(cfg.tune.output_dir) / study.study_name
     out.mkdir(parents=True, exist_ok=True)
     best = study.best_trial if completed else None
+    settings = settings_of(best.params, space) if best else {}
     summary = {
         "study_name": study.study_name,
+        "study_index": index,
+        "sampler_seed": cfg.tune.sampler.seed,
+        "seed": cfg.seed,
         "optimizer": cfg.optimizer.name,
         "metric": cfg.tune.metric,
         "direction": cfg.tune.direction,
         "best_value": best.value if best else None,
-        "best_params": dict(best.params) if best else {},
+        "best_params": settings,
         "searched": [param.key for param in space],
+        "space": space_record(space),
         "best_trial": best.number if best else None,
-        "overrides": [f"{k}={v}" for k, v in best.params.items()] if best else [],
+        "overrides": [f"{k}={v}" for k, v in settings.items()],
         "n_trials": outcomes,
         "n_finished": _count(study, FINISHED_STATES),
         "budget": cfg.tune.n_trials,
@@ -402,7 +414,8 @@ def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam]) ->
     save_optimization_history(study, out / "optimization_history.png")
     for param in space:
         if param.key in ("optimizer.lr", "batch_size"):
-            plot_sensitivity(trials, param.key, cfg.tune.metric, out / f"sensitivity_{param.key.replace('.', '_')}.png")
+            path = out / f"sensitivity_{param.key.replace('.', '_')}.png"
+            plot_sensitivity({"trials": trials}, param.key, cfg.tune.metric, path)
     return summary
 
 
