@@ -1,16 +1,19 @@
 """The comparison of finished training runs, read back from MLflow: selection and numbers, nothing written.
 
-Runs come from MLflow (runs.py). Per optimizer: means with t-distribution
-confidence intervals over seeds, steps and seconds to a target validation accuracy, diverged runs,
-optimizer-state memory and throughput. report.py renders the files; publish.py writes and logs them.
+Runs come from MLflow (runs.py); the target from targets.py (set a priori by optbench-target). Per
+optimizer: means with t-distribution confidence intervals over seeds; Kaplan-Meier median steps and
+seconds to the target, a run that never reaches it counting as censored at its length (never dropped);
+performance profiles and budget curves (profiles.py); diverged runs, optimizer-state memory and
+throughput. report.py renders the files; publish.py writes and logs them.
 
 The same functions make up the Python API (notebooks/compare_optimizers.ipynb):
 
     client = open_client("sqlite:///mlflow.db")
     runs = load_runs(client, "optbench-default")
     curves = load_all_curves(client, runs)
-    target, rule = choose_target(runs)
-    table = aggregate(runs, curves, target)
+    target = resolve_target(runs, target=None, target_file="conf/targets/mnist5k-cnn.yaml", ...)
+    runs = per_run(runs, curves, target.value)
+    table = aggregate(runs, curves, target.value)
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
+from optbench.compare.profiles import R_MAX, budget_curves, profile_ratios, profile_score
 from optbench.compare.runs import (
     as_list,
     load_all_curves,
@@ -35,21 +39,16 @@ from optbench.compare.runs import (
     option_name,
     seconds_at,
 )
-from optbench.core.errors import ConfigError, OptbenchError
-from optbench.stats import first_crossing, mean_ci
+from optbench.compare.targets import RULES, reference_notes, resolve_target
+from optbench.core.errors import ConfigError
+from optbench.stats import first_crossing, mean_ci, median_time_to_target
 
 log = logging.getLogger("optbench.compare")
 
-# Per-run values summarized per optimizer as mean, confidence interval and count over seeds.
-STAT_COLUMNS = (
-    "val_acc_best",
-    "test_acc",
-    "train_loss",
-    "steps_to_target",
-    "seconds_to_target",
-    "state_to_param_ratio",
-    "samples_per_sec",
-)
+# Per-run values summarized per optimizer as mean, confidence interval and count over seeds. Times to
+# target are not among them: a mean over the runs that reach the target drops the slow ones.
+STAT_COLUMNS = ("val_acc_best", "test_acc", "train_loss", "state_to_param_ratio", "samples_per_sec")
+TIME_AXES = {"steps": "steps_to_target", "seconds": "seconds_to_target"}
 
 
 @dataclass
@@ -66,6 +65,13 @@ class Comparison:
     confidence: float
     notes: list[str] = field(default_factory=list)
     trials: pd.DataFrame | None = None  # tuning trials for the LR-sensitivity plot; None = not asked for
+    target_source: str = "config"  # "<file> (sha256:...)", "config" or "fallback: best_optimizer_median"
+    resolution: dict[str, Any] = field(default_factory=dict)  # how often validation ran (time-to-target grain)
+    profile_axis: str = "steps"  # what the performance profile times: steps or seconds
+    ratios: pd.DataFrame | None = None  # performance ratios r, problems x optimizers
+    profile_scores: dict[str, float] = field(default_factory=dict)
+    r_max: float = R_MAX
+    budget: dict[str, list[float]] = field(default_factory=dict)  # expected best val/acc_best after k trials
 
 
 # --- numbers ----------------------------------------------------------------------------------------------
@@ -79,27 +85,10 @@ def time_to_target(val_acc: pd.DataFrame, times: pd.DataFrame, target: float) ->
     return step, float(seconds_at(times, [step])[0])
 
 
-def choose_target(runs: pd.DataFrame, target: float | None = None) -> tuple[float, str]:
-    """The target validation accuracy and a sentence on how it was chosen."""
-    if target is not None:
-        return float(target), f"given in the config (target={target})"
-    means = runs.groupby("optimizer").val_acc_best.mean().dropna()
-    if means.empty:
-        raise OptbenchError(
-            "none of the selected runs logged val/acc_best (regression runs?): optbench-compare ranks optimizers "
-            "by validation accuracy. Select classification runs (data=...)."
-        )
-    best = means.idxmax()
-    values = runs.loc[runs.optimizer == best, "val_acc_best"].dropna()
-    value = float(values.median())
-    return value, (
-        f"median over seeds of the best optimizer's best validation accuracy: {best} has the highest mean "
-        f"val/acc_best, and the median of its {len(values)} run(s) is {value:.4f}"
-    )
-
-
 def per_run(runs: pd.DataFrame, curves: dict[str, pd.DataFrame], target: float) -> pd.DataFrame:
-    """`runs` with steps_to_target, seconds_to_target, reached, and throughput as the mean over epochs."""
+    """`runs` with steps_to_target, seconds_to_target (NaN: never reached), reached, the horizon each run was
+    watched for (last validated step and its training seconds: where an unreached run is censored), and
+    throughput as the mean over epochs."""
     runs = runs.copy()
     val = dict(tuple(curves["val/acc"].groupby("run_id")))
     times = dict(tuple(curves["time/train_s"].groupby("run_id")))
@@ -108,6 +97,10 @@ def per_run(runs: pd.DataFrame, curves: dict[str, pd.DataFrame], target: float) 
     runs["steps_to_target"] = [h[0] for h in hits]
     runs["seconds_to_target"] = [h[1] for h in hits]
     runs["reached"] = runs.steps_to_target.notna()
+    # A run without a single validation is censored at 0: it tells nothing about the time to target.
+    last = [float(val[r].step.max()) if r in val else 0.0 for r in runs.run_id]
+    runs["horizon_steps"] = last
+    runs["horizon_seconds"] = [float(seconds_at(times.get(r, empty), [h])[0]) for r, h in zip(runs.run_id, last)]
     throughput = curves.get("train/samples_per_sec")
     if throughput is not None and not throughput.empty:
         mean = throughput[throughput.value > 0].groupby("run_id").value.mean()
@@ -122,9 +115,10 @@ def aggregate(
     confidence: float = 0.95,
     optimizers: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per optimizer (index), ranked: n_runs, n_diverged, reached, missing, rank and for each of
-    STAT_COLUMNS `<col>_mean`, `<col>_low`, `<col>_high`, `<col>_n`. Listed optimizers without runs are
-    rows with missing=True. Steps and seconds to target are statistics over the runs that reach it."""
+    """One row per optimizer (index), ranked: n_runs, n_diverged, reached, missing, rank, for each of
+    STAT_COLUMNS `<col>_mean`, `<col>_low`, `<col>_high`, `<col>_n`, and `steps_to_target` and
+    `seconds_to_target`: Kaplan-Meier medians over every run, unreached ones censored at their horizon (inf
+    when fewer than half are known to reach the target). Listed optimizers without runs are missing=True."""
     if "reached" not in runs:
         runs = per_run(runs, curves, target)
     names = list(dict.fromkeys([*(optimizers or []), *sorted(runs.optimizer.unique())]))
@@ -141,6 +135,9 @@ def aggregate(
         for column in STAT_COLUMNS:
             ci = mean_ci(group[column], confidence)
             row.update({f"{column}_{key}": ci[key] for key in ("mean", "low", "high", "n")})
+        for axis, column in TIME_AXES.items():
+            times, horizons = group[column].to_list(), group[f"horizon_{axis}"].fillna(0.0).to_list()
+            row[column] = median_time_to_target(times, horizons) if len(group) else math.nan
         rows.append(row)
     table = pd.DataFrame(rows).set_index("optimizer")
     ranked = table[table.val_acc_best_n > 0].sort_values("val_acc_best_mean", ascending=False)
@@ -161,6 +158,37 @@ def overlap_notes(table: pd.DataFrame, confidence: float = 0.95) -> list[str]:
     return notes
 
 
+def problem_times(runs: pd.DataFrame, axis: str = "steps", optimizers: Sequence[str] | None = None) -> pd.DataFrame:
+    """(problem, optimizer, time) for the performance profile: a problem is a seed, or workload x seed when
+    the runs span several workloads; time is steps or seconds to target, NaN when never reached. Listed
+    optimizers without runs get NaN (never solved) on every problem."""
+    several = len(runs[["data", "model"]].drop_duplicates()) > 1 if {"data", "model"} <= set(runs) else False
+    problem = runs.data + "-" + runs.model + "/s" + runs.seed.astype(str) if several else "s" + runs.seed.astype(str)
+    times = pd.DataFrame({"problem": problem, "optimizer": runs.optimizer, "time": runs[TIME_AXES[axis]]})
+    absent = [name for name in optimizers or [] if name not in set(runs.optimizer)]
+    filler = [{"problem": p, "optimizer": name, "time": math.nan} for name in absent for p in problem.unique()]
+    return pd.concat([times, pd.DataFrame(filler, columns=times.columns)], ignore_index=True)
+
+
+def validation_resolution(runs: pd.DataFrame, curves: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """How finely time to target is measured: the first crossing is only seen at a validation, so its
+    resolution is the validation interval. trainer.val_check_interval as logged (None: once per epoch or
+    every check_val_every_n_epoch epochs) and the median step spacing of the logged val/acc points."""
+    logged = sorted({int(v) for v in runs.get("val_check_interval", pd.Series(dtype=float)).dropna()})
+    spacing = curves["val/acc"].groupby("run_id").step.apply(lambda s: s.sort_values().diff().median())
+    steps = float(spacing.median()) if spacing.notna().any() else None
+    where = f"trainer.val_check_interval={', '.join(map(str, logged))}" if logged else "once per epoch (Lightning)"
+    return {
+        "val_check_interval": logged[0] if len(logged) == 1 else (logged or None),
+        "val_every_steps": steps,
+        "text": (
+            f"validation {where}, every {steps:.0f} steps as logged: steps to target are known to that grain"
+            if steps is not None
+            else f"validation {where}"
+        ),
+    }
+
+
 # --- the command ------------------------------------------------------------------------------------------
 
 
@@ -170,7 +198,9 @@ def config_target(cfg: DictConfig) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(f"target must be a validation accuracy in (0, 1], or null to derive it; got {value!r}.")
+        raise ConfigError(
+            f"target must be a validation accuracy in (0, 1], or null for the targets file; got {value!r}."
+        )
     return float(value)
 
 
@@ -178,6 +208,13 @@ def check_config(cfg: DictConfig) -> None:
     if not 0 < cfg.confidence < 1:
         raise ConfigError(f"confidence must lie strictly between 0 and 1, got {cfg.confidence}.")
     config_target(cfg)
+    if cfg.target_rule not in RULES:
+        raise ConfigError(f"target_rule must be one of {', '.join(RULES)}, got {cfg.target_rule!r}.")
+    if cfg.profile_time not in TIME_AXES:
+        raise ConfigError(f"profile_time must be one of {', '.join(TIME_AXES)}, got {cfg.profile_time!r}.")
+    r_max = cfg.profile_max_ratio
+    if isinstance(r_max, bool) or not isinstance(r_max, (int, float)) or not r_max > 1:
+        raise ConfigError(f"profile_max_ratio must be a number above 1 (AlgoPerf: 4), got {r_max!r}.")
     for key in ("optimizers", "seeds"):
         values = as_list(cfg[key])
         if values is not None and not values:
@@ -212,10 +249,24 @@ def build_comparison(cfg: DictConfig) -> Comparison:
     if cfg.tune_experiment:
         trials = load_trials(client, cfg.tune_experiment, optimizers=optimizers, data=data, model=model)
     curves = load_all_curves(client, runs)
-    target, rule = choose_target(runs, config_target(cfg))
-    runs = per_run(runs, curves, target)
-    table = aggregate(runs, curves, target, cfg.confidence, optimizers)
-    notes = []
+    target = resolve_target(
+        runs,
+        target=config_target(cfg),
+        target_file=cfg.target_file,
+        target_rule=cfg.target_rule,
+        targets_dir=cfg.targets_dir,
+        data=data,
+        model=model,
+    )
+    runs = per_run(runs, curves, target.value)
+    table = aggregate(runs, curves, target.value, cfg.confidence, optimizers)
+    names = list(table.index)
+    ratios = profile_ratios(problem_times(runs, cfg.profile_time, names))
+    scores = profile_score(ratios, float(cfg.profile_max_ratio))
+    budget = {}
+    if trials is not None:
+        budget = {k: v for k, v in budget_curves(trials).items() if k in names}
+    notes = reference_notes(target, runs, cfg.max_epochs)
     for name in table.index[table.missing]:
         log.warning("optimizer %s is listed but has no matching finished run: reported as missing", name)
         notes.append(f"{name}: listed in optimizers, but no matching finished run (missing).")
@@ -223,8 +274,24 @@ def build_comparison(cfg: DictConfig) -> Comparison:
         superseded = runs.attrs["superseded"]
         notes.append(f"{superseded} older run(s) ignored: a newer run of the same (optimizer, seed) counts.")
     if table.reached.sum() == 0:
-        notes.append(f"No run reaches the target {target:.4f}.")
+        notes.append(f"No run reaches the target {target.value:.4f}.")
     notes += overlap_notes(table, cfg.confidence)
     return Comparison(
-        cfg.experiment, client.tracking_uri, runs, curves, table, target, rule, cfg.confidence, notes, trials
+        cfg.experiment,
+        client.tracking_uri,
+        runs,
+        curves,
+        table,
+        target.value,
+        target.rule,
+        cfg.confidence,
+        notes,
+        trials,
+        target_source=target.source,
+        resolution=validation_resolution(runs, curves),
+        profile_axis=cfg.profile_time,
+        ratios=ratios,
+        profile_scores=scores,
+        r_max=float(cfg.profile_max_ratio),
+        budget=budget,
     )

@@ -1,10 +1,14 @@
 """Rendering of an optimizer comparison (compare.py): table cells, plots, curve tables and the report files.
 
 Files written to the output directory:
-    summary.json                   DVC metrics: target, n_runs, and per optimizer a flat dict of numbers
-    report.md, report.html         the table, the target rule, ranking notes and the plots (HTML: embedded)
+    summary.json                   DVC metrics: target and its source, n_runs, and per optimizer a flat dict
+                                   of numbers (and its budget_curve list)
+    report.md, report.html         the table, the target and its source, ranking notes, performance profile
+                                   and budget curves, and the plots (HTML: embedded)
     learning_curves.png            train/loss and val/acc against step and seconds, mean and min-max band
-    time_to_target.png             mean seconds to target with confidence intervals, unreached marked
+    time_to_target.png             Kaplan-Meier median seconds to target; every run, unreached ones at their end
+    performance_profile.png        rho(tau) per optimizer (profiles.py), with its AlgoPerf score
+    budget_curves.png              expected best val/acc_best after k tuning trials (tune_experiment)
     lr_sensitivity.png             val/acc_best of every tuning trial against optimizer.lr (tune_experiment)
     curves/<metric>_<axis>.csv     DVC plot data: optimizer, step[, seconds], value_mean, value_low, value_high, n_runs
     runs.csv                       one row per selected run (final metrics, steps and seconds to target)
@@ -27,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from optbench.compare.analysis import Comparison
+from optbench.compare.profiles import plot_budget_curves, plot_profile
 from optbench.core.figures import plot_trials, save_figure, subplots
 
 BAND = "min-max over seeds"  # what the shaded band of a learning curve is
@@ -38,8 +43,8 @@ COLUMNS = [
     ("Best val acc", "val_acc_best", ".4f", "ci"),
     ("Test acc", "test_acc", ".4f", "ci"),
     ("Final train loss", "train_loss", ".4g", "ci"),
-    ("Steps to target", "steps_to_target", ".0f", "target"),
-    ("Seconds to target", "seconds_to_target", ".1f", "target"),
+    ("Steps to target", "steps_to_target", ".0f", "median"),
+    ("Seconds to target", "seconds_to_target", ".1f", "median"),
     ("Diverged", "n_diverged", "d", "count"),
     ("Opt. state / params", "state_to_param_ratio", ".2f", "mean"),
     ("Samples/s", "samples_per_sec", ".0f", "mean"),
@@ -55,15 +60,19 @@ def _cell(row: pd.Series, column: str, spec: str, kind: str) -> str:
     if kind == "count":
         return f"{int(row[column])}/{int(row['n_runs'])}"
     reached = f"{int(row['reached'])}/{int(row['n_runs'])}"
-    if kind == "target" and row["reached"] == 0:
-        return f"not reached (0/{int(row['n_runs'])})"
+    if kind == "median":
+        if row["reached"] == 0:
+            return f"not reached ({reached})"
+        if math.isinf(row[column]):
+            return f"not reached by half ({reached})"
+        return f"{row[column]:{spec}} (reached {reached})"
     if row[f"{column}_n"] == 0:
         return "missing"
     text = format(row[f"{column}_mean"], spec)
-    if kind in ("ci", "target"):
+    if kind == "ci":
         low, high = row[f"{column}_low"], row[f"{column}_high"]
         text += " [n/a]" if math.isnan(low) else f" [{low:{spec}}, {high:{spec}}]"
-    return text + (f" (reached {reached})" if kind == "target" else "")
+    return text
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -83,9 +92,11 @@ def legend(comparison: Comparison) -> list[str]:
         f"Cells: mean over seeds [{level} t-interval: mean ± t(n-1) s/sqrt(n)]; n/a: a single seed, no interval; "
         "missing: no run (or no such metric).",
         "Best val acc: final val/acc_best. Test acc: test/acc at the end. Final train loss: last train/loss.",
-        f"Steps / seconds to target: first logged step where val/acc >= {comparison.target:.4f}, and time/train_s "
-        "(training wall clock, validation excluded) at that step; statistics over the runs that reach it, "
-        "reached k/n counts every run.",
+        f"Steps / seconds to target: first validated step where val/acc >= {comparison.target:.4f}, and "
+        "time/train_s (training wall clock, validation excluded) at that step. Kaplan-Meier median over every "
+        "run: a run that never reaches the target is censored at its last validated step, never dropped; "
+        "'not reached by half' when fewer than half are known to reach it. Reached k/n counts every run. "
+        f"Resolution: {comparison.resolution.get('text', 'validation interval unknown')}.",
         "Diverged: runs whose loss became NaN/infinite (train/diverged = 1 or outcome diverged), kept in the table.",
         "Opt. state / params: optimizer-state memory over parameter memory. Samples/s: mean training throughput.",
     ]
@@ -163,33 +174,34 @@ def plot_learning_curves(
     return _finish(fig, path)
 
 
-def plot_time_to_target(table: pd.DataFrame, target: float, path: Path | None = None):
-    """Mean seconds to target per optimizer with its confidence interval; unreached and missing marked."""
+def plot_time_to_target(runs: pd.DataFrame, table: pd.DataFrame, target: float, path: Path | None = None):
+    """Kaplan-Meier median seconds to target per optimizer (bar), every run as a point: a dot where it
+    reached the target, a caret at its last validated second where it never did (censored)."""
     fig, ax = subplots(figsize=(max(5, 1.2 * len(table) + 2), 4))
     color = colors(list(table.index))
     xs = np.arange(len(table))
-    heights = [table.seconds_to_target_high.to_numpy(float), table.seconds_to_target_mean.to_numpy(float), [1.0]]
-    top = np.nanmax(np.concatenate(heights))
+    heights = np.concatenate([runs.seconds_to_target.to_numpy(float), runs.horizon_seconds.to_numpy(float), [1.0]])
+    top = np.nanmax(heights[np.isfinite(heights)])
     for x, (name, row) in zip(xs, table.iterrows()):
-        if row.missing or row.reached == 0:
-            ax.text(
-                x,
-                0.02 * top,
-                "missing" if row.missing else f"not reached\n(0/{row.n_runs})",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                color="tab:red",
-            )
-            continue
-        mean, low, high = row.seconds_to_target_mean, row.seconds_to_target_low, row.seconds_to_target_high
-        err = None if math.isnan(low) else [[mean - low], [high - mean]]
-        ax.bar(x, mean, color=color[name], yerr=err, capsize=4)
-        ax.text(x, (high if err else mean) + 0.02 * top, f"{row.reached}/{row.n_runs}", ha="center", fontsize=8)
+        group = runs[runs.optimizer == name]
+        median = row.seconds_to_target
+        if row.missing or not math.isfinite(median):
+            label = "missing" if row.missing else f"median not reached\n({row.reached}/{row.n_runs})"
+            ax.text(x, 0.02 * top, label, ha="center", va="bottom", fontsize=8, color="tab:red")
+        else:
+            ax.bar(x, median, color=color[name], alpha=0.5)
+            ax.text(x, median + 0.02 * top, f"{row.reached}/{row.n_runs}", ha="center", fontsize=8)
+        hit, miss = group[group.reached], group[~group.reached]
+        ax.scatter(np.full(len(hit), x), hit.seconds_to_target, color=color[name], s=14, zorder=3)
+        ax.scatter(np.full(len(miss), x), miss.horizon_seconds, color=color[name], marker="^", s=24, zorder=3)
     ax.set_xticks(xs, list(table.index))
     ax.set_ylim(0, top * 1.2)
     ax.set_ylabel("training seconds to target")
-    ax.set_title(f"Seconds to val/acc >= {target:.4f} (mean over reaching runs, reached k/n)", fontsize=10)
+    ax.set_title(
+        f"Seconds to val/acc >= {target:.4f}: Kaplan-Meier median (bar),\n"
+        "runs that reach it (dots), runs that never do (^ at their end)",
+        fontsize=9,
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _finish(fig, path)
@@ -220,16 +232,30 @@ def _number(value: Any) -> float | int | None:
     return int(value) if isinstance(value, (int, np.integer)) else float(value)
 
 
+def _finite(value: Any) -> float | int | None:
+    """A number for JSON, null where undefined or infinite (a median time to target not reached)."""
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
 def summary_dict(comparison: Comparison) -> dict[str, Any]:
-    """summary.json: target, n_runs, confidence, and per optimizer a dict of numbers (null where undefined)."""
+    """summary.json: the target and where it came from, n_runs, the time-to-target and profile settings, and
+    per optimizer a dict of numbers (null where undefined) with its budget_curve (a list, when tuned)."""
     summary: dict[str, Any] = {
         "target": comparison.target,
+        "target_source": comparison.target_source,
         "n_runs": len(comparison.runs),
         "confidence": comparison.confidence,
+        "time_to_target": "Kaplan-Meier median; unreached runs censored at their last validated step",
+        "val_check_interval": comparison.resolution.get("val_check_interval"),
+        "val_every_steps": _finite(comparison.resolution.get("val_every_steps")),
+        "profile_time": comparison.profile_axis,
+        "profile_max_ratio": comparison.r_max,
+        "profile_problems": 0 if comparison.ratios is None else len(comparison.ratios),
     }
     for name, row in comparison.table.iterrows():
         entry = {key: _number(row[key]) for key in ("rank", "n_runs", "n_diverged", "reached")}
-        for column in ("val_acc_best", "test_acc", "train_loss", "steps_to_target", "seconds_to_target"):
+        for column in ("val_acc_best", "test_acc", "train_loss"):
             entry.update(
                 {
                     column: _number(row[f"{column}_mean"]),
@@ -237,21 +263,56 @@ def summary_dict(comparison: Comparison) -> dict[str, Any]:
                     f"{column}_high": _number(row[f"{column}_high"]),
                 }
             )
+        entry["steps_to_target"] = _finite(row["steps_to_target"])
+        entry["seconds_to_target"] = _finite(row["seconds_to_target"])
         entry["state_to_param_ratio"] = _number(row["state_to_param_ratio_mean"])
         entry["samples_per_sec"] = _number(row["samples_per_sec_mean"])
+        entry["profile_score"] = _number(comparison.profile_scores.get(str(name)))
+        if str(name) in comparison.budget:
+            entry["budget_curve"] = [round(v, 6) for v in comparison.budget[str(name)]]
         summary[str(name)] = entry
     return summary
 
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """summary.json as MLflow metric names (adam/val_acc_best), numbers only."""
+    """summary.json as MLflow metric names (adam/val_acc_best), numbers only (no text, no lists)."""
     flat = {}
     for key, value in summary.items():
         items = value.items() if isinstance(value, dict) else [(None, value)]
         for sub, number in items:
-            if number is not None:
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
                 flat[f"{key}/{sub}" if sub else key] = float(number)
     return flat
+
+
+def profile_lines(comparison: Comparison) -> list[str]:
+    """The performance-profile and budget-curve paragraphs of the report (plain text, Markdown-safe)."""
+    if comparison.ratios is None:
+        return []
+    axis = comparison.profile_axis
+    scores = sorted(comparison.profile_scores.items(), key=lambda item: -item[1])
+    lines = [
+        f"Performance profile (Dolan-Moré) over {len(comparison.ratios)} problems (seeds, or workload x seed), "
+        f"by {axis} to target: r = an optimizer's {axis} to target / the fastest optimizer's on that problem "
+        f"(infinite when it never reaches the target); rho(tau) = fraction of problems with r <= tau. "
+        f"Score (AlgoPerf) = integral of rho over [1, {comparison.r_max:g}] / {comparison.r_max - 1:g}: "
+        "1 = fastest on every problem, 0 = never within the ratio.",
+        "Scores: " + ", ".join(f"{name} {score:.3f}" for name, score in scores) + ".",
+    ]
+    if comparison.budget:
+        trials = comparison.trials if comparison.trials is not None else pd.DataFrame(columns=["optimizer", "study"])
+        studies = trials.groupby("optimizer").study.nunique()
+        lines.append(
+            "Budget curves (tunability): expected best val/acc_best after k tuning trials, the exact expectation "
+            "of the best of k trials drawn without replacement from each optimizer's trials, all its tuning "
+            "studies pooled: "
+            + "; ".join(
+                f"{name} k=1 {curve[0]:.4f}, k={len(curve)} {curve[-1]:.4f} ({int(studies.get(name, 1))} studies)"
+                for name, curve in comparison.budget.items()
+            )
+            + "."
+        )
+    return lines
 
 
 def _notes(comparison: Comparison) -> list[str]:
@@ -269,7 +330,7 @@ def markdown(comparison: Comparison, images: list[str]) -> str:
         f"{len(comparison.runs)} finished training runs from MLflow ({comparison.tracking_uri}), "
         f"{comparison.runs.optimizer.nunique()} optimizers, seeds {sorted(set(comparison.runs.seed))}.",
         "",
-        f"**Target** val/acc = {comparison.target:.4f}: {comparison.target_rule}.",
+        f"**Target** val/acc = {comparison.target:.4f}: {comparison.target_rule}. Source: {comparison.target_source}.",
         "",
         "| " + " | ".join(shown.columns) + " |",
         "|" + "|".join("---" for _ in shown.columns) + "|",
@@ -280,6 +341,7 @@ def markdown(comparison: Comparison, images: list[str]) -> str:
     ranked = comparison.table[comparison.table["rank"].notna()].sort_values("rank")
     lines.append(" > ".join(f"{name} ({row.val_acc_best_mean:.4f})" for name, row in ranked.iterrows()))
     lines += ["", "by mean best validation accuracy.", ""]
+    lines += ["## Performance profile and budget curves", "", *[f"{line}\n" for line in profile_lines(comparison)]]
     lines += [f"- {note}" for note in _notes(comparison)] + [""]
     lines += [f"![{Path(image).stem}]({image})" for image in images]
     return "\n".join(lines) + "\n"
@@ -294,6 +356,7 @@ def html_page(comparison: Comparison, images: list[Path]) -> str:
     )
     notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(comparison))
     keys = "".join(f"<li>{esc(n)}</li>" for n in legend(comparison))
+    profiles = "".join(f"<p>{esc(line)}</p>" for line in profile_lines(comparison))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Optimizer comparison: {esc(comparison.experiment)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:80em}} table{{border-collapse:collapse}}
@@ -301,9 +364,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:nth-child(2){
 img{{max-width:100%}}</style></head><body>
 <h1>Optimizer comparison: {esc(comparison.experiment)}</h1>
 <p>{len(comparison.runs)} finished training runs from MLflow ({esc(comparison.tracking_uri)}).</p>
-<p><b>Target</b> val/acc = {comparison.target:.4f}: {esc(comparison.target_rule)}.</p>
+<p><b>Target</b> val/acc = {comparison.target:.4f}: {esc(comparison.target_rule)}.
+Source: {esc(comparison.target_source)}.</p>
 {shown.to_html(index=False, escape=True, border=0)}
-<ul>{keys}</ul><h2>Notes</h2><ul>{notes}</ul>
+<ul>{keys}</ul><h2>Performance profile and budget curves</h2>{profiles}<h2>Notes</h2><ul>{notes}</ul>
 {embedded}
 </body></html>
 """
@@ -315,12 +379,18 @@ def write_report(comparison: Comparison, out: Path) -> tuple[dict[str, Any], lis
     order = list(comparison.table.index[~comparison.table.missing])
     images = [
         plot_learning_curves(comparison.curves, comparison.target, order, out / "learning_curves.png"),
-        plot_time_to_target(comparison.table, comparison.target, out / "time_to_target.png"),
+        plot_time_to_target(comparison.runs, comparison.table, comparison.target, out / "time_to_target.png"),
     ]
-    sensitivity = out / "lr_sensitivity.png"
-    sensitivity.unlink(missing_ok=True)  # never leave a previous comparison's plot behind
+    if comparison.ratios is not None:
+        profile, axis = out / "performance_profile.png", comparison.profile_axis
+        images.append(plot_profile(comparison.ratios, comparison.profile_scores, axis, comparison.r_max, profile))
+    sensitivity, budget = out / "lr_sensitivity.png", out / "budget_curves.png"
+    for stale in (sensitivity, budget):
+        stale.unlink(missing_ok=True)  # never leave a previous comparison's plot behind
     if comparison.trials is not None and not comparison.trials.empty:
         images.append(plot_lr_sensitivity(comparison.trials, sensitivity))
+    if comparison.budget:
+        images.append(plot_budget_curves(comparison.budget, budget))
     files = list(images)
     for name, band in curve_tables(comparison.curves).items():
         band.to_csv(out / "curves" / f"{name}.csv", index=False, float_format="%.6g")
@@ -344,6 +414,8 @@ def print_table(comparison: Comparison, console: Console | None = None) -> None:
     if console is None:  # a pipe or a log file gets wide lines rather than cells cut to fit 80 columns
         console = Console() if Console().is_terminal else Console(width=240)
     console.print(table)
-    console.print(Text(f"Target: {comparison.target_rule}."))
+    console.print(Text(f"Target: {comparison.target_rule}. Source: {comparison.target_source}."))
+    for line in profile_lines(comparison):
+        console.print(Text(line))
     for note in _notes(comparison):
         console.print(Text(f"- {note}"))

@@ -1,8 +1,8 @@
 """Training runs, their curves and tuning trials, read back from MLflow's search API (never local files).
 
 The training runs are the FINISHED runs of an experiment with no parent run and no optbench.kind tag,
-filtered by optimizer, seed, data, model and max_epochs; of several runs of one (optimizer, seed) the
-most recent counts.
+filtered by optimizer, seed, data, model and max_epochs; of several runs of one (optimizer, seed, data,
+model) the most recent counts.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ RUN_METRICS = {
     "state_to_param_ratio": "optimizer/state_to_param_ratio",
     "samples_per_sec": "train/samples_per_sec",
 }
+WORKLOAD = ("data", "model", "data_fingerprint", "val_check_interval", "check_val_every_n_epoch")
 CURVE_METRICS = ("val/acc", "time/train_s", "train/loss", "train/samples_per_sec")
 
 
@@ -114,7 +115,7 @@ def load_runs(
     """One row per selected training run: optimizer, seed, run_id, start_time, diverged and final metrics.
 
     The MLflow filter string does status, tags and params; pandas does the optimizer and seed lists and
-    keeps the newest run of each (optimizer, seed). `attrs["superseded"]` counts the older runs dropped.
+    keeps the newest run of each (optimizer, seed, data, model). `attrs["superseded"]` counts the older runs dropped.
     """
     exp = find_experiment(client, experiment)
     clauses = ["attributes.status = 'FINISHED'", f"tags.`{PARENT_TAG}` IS NULL", f"tags.`{KIND_TAG}` IS NULL"]
@@ -133,16 +134,24 @@ def load_runs(
             "start_time": run.info.start_time,
             "outcome": outcome,
             "diverged": metrics.get("train/diverged", 0.0) >= 1 or outcome == "diverged",
+            "data": params.get("data.name", ""),
+            "model": params.get("model.name", ""),
+            "data_fingerprint": tags.get(TAG_PREFIX + "data_fingerprint", ""),
+            # the resolution of time to target: validation every N steps (None: once per epoch)
+            "val_check_interval": _number(params.get("trainer.val_check_interval")),
+            "check_val_every_n_epoch": _number(params.get("trainer.check_val_every_n_epoch")),
         }
         row.update({column: metrics.get(key, math.nan) for column, key in RUN_METRICS.items()})
         rows.append(row)
-    columns = ["optimizer", "seed", "run_id", "run_name", "start_time", "outcome", "diverged", *RUN_METRICS]
+    columns = ["optimizer", "seed", "run_id", "run_name", "start_time", "outcome", "diverged", *WORKLOAD, *RUN_METRICS]
     runs = pd.DataFrame(rows, columns=columns)
     if optimizers is not None:
         runs = runs[runs.optimizer.isin([str(o) for o in optimizers])]
     if seeds is not None:
         runs = runs[runs.seed.isin([int(s) for s in seeds])]
-    newest = runs.sort_values("start_time", ascending=False).drop_duplicates(["optimizer", "seed"], keep="first")
+    # Runs of different workloads (data, model) are different problems, never newer versions of each other.
+    key = ["optimizer", "seed", "data", "model"]
+    newest = runs.sort_values("start_time", ascending=False).drop_duplicates(key, keep="first")
     newest = newest.sort_values(["optimizer", "seed"]).reset_index(drop=True)
     newest.attrs["superseded"] = len(runs) - len(newest)
     if newest.empty:
