@@ -20,12 +20,13 @@ from scipy import stats
 from study_checks import check_mlflow, check_well_formed
 
 from optbench.core.errors import ConfigError
-from optbench.stats import advantage_verdict, equivalence_verdict
-from optbench.stats import welch_ci as difference_ci
+from optbench.stats import median_time_to_target
 from optbench.studies.config import load_study, study_names
+from optbench.studies.kinds.sweeps import stable_range_verdict, unanimous
 from optbench.studies.measures import EQUIVALENT, NOT_EQUIVALENT, verdict_of
+from optbench.studies.report import claim_tests, protocol_lines
 from optbench.studies.run import KIND, run_study
-from optbench.studies.verdict import FAILS, HOLDS
+from optbench.studies.verdict import FAILS, HOLDS, correct, preregistration
 from optbench.training.data import load_dataset
 from optbench.training.models import build_model
 from optbench.training.train import train
@@ -171,18 +172,102 @@ def test_ddp_equivalence_test_preset_reaches_the_predicted_verdicts(tracking_uri
 # --- studies with stochastic verdicts: tiny presets, well-formed and computed verdicts ----------------------
 
 
-def test_claim_verdicts_follow_the_interval_and_the_margin():
-    assert advantage_verdict({"diff": 2.0, "low": 1.0, "high": 3.0}, margin=0.5) == "supported"
-    assert advantage_verdict({"diff": 0.0, "low": 0.0, "high": 0.0}, margin=0.0) == "refuted"  # a tie
-    assert advantage_verdict({"diff": 0.1, "low": -1.0, "high": 1.2}, margin=0.0) == "inconclusive"
-    assert advantage_verdict({"diff": 1.0, "low": float("nan"), "high": float("nan")}, 0.0) == "inconclusive"
-    assert equivalence_verdict({"diff": 0.001, "low": -0.002, "high": 0.004}, margin=0.01) == "supported"
-    assert equivalence_verdict({"diff": 0.05, "low": 0.03, "high": 0.07}, margin=0.01) == "refuted"
-    assert equivalence_verdict({"diff": 0.0, "low": -0.02, "high": 0.02}, margin=0.01) == "inconclusive"
-    ci = difference_ci([1.0, 2.0, 3.0], [0.0, 0.5, 1.0])
-    assert ci["diff"] == pytest.approx(1.5) and ci["low"] < 1.5 < ci["high"]
-    assert difference_ci([1.0, 1.0], [0.5, 0.5]) == {"diff": 0.5, "low": 0.5, "high": 0.5}  # deterministic runs
+@pytest.mark.unit
+def test_holm_decides_every_tested_claim_of_a_study_on_its_adjusted_p_values():
+    # Four claims, each significant alone at 0.05; after Holm (0.03, 0.06, 0.06, 0.02) two stay supported.
+    # The fifth, an exact tie, is decided without a test and stays out of the family.
+    ps = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005}
+    cases = [
+        {"case": n, "test": "advantage", "p_value": p, "p_opposite": 1 - p, "verdict": "supported"}
+        for n, p in ps.items()
+    ]
+    cases.append({"case": "tie", "p_value": math.nan, "verdict": "refuted", "reason": "a tie is not an advantage"})
+    correction = correct(cases, 0.95, "unused")
+    assert (
+        correction["correction"] == "holm" and correction["family_size"] == 4 and "tie" in correction["correction_note"]
+    )
+    by_name = {c["case"]: c for c in cases}
+    assert [by_name[n]["p_adjusted"] for n in ps] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [by_name[n]["verdict"] for n in ps] == ["supported", "inconclusive", "inconclusive", "supported"]
+    assert by_name["b"]["verdict_unadjusted"] == "supported"
+    assert by_name["tie"]["verdict"] == "refuted" and "p_adjusted" not in by_name["tie"]
+    # refuted only where the opposite test survives the correction
+    against = [
+        {"case": n, "test": "advantage", "p_value": 0.999, "p_opposite": q, "verdict": "refuted"}
+        for n, q in (("x", 0.001), ("y", 0.03), ("z", 0.04))  # adjusted: 0.003, 0.06, 0.06
+    ]
+    correct(against, 0.95, "unused")
+    assert [c["verdict"] for c in against] == ["refuted", "inconclusive", "inconclusive"]
+    untested = [{"case": "sgd", "verdict": "equivalent"}]
+    assert correct(untested, None, "exact equalities") == {
+        "correction": "none",
+        "correction_note": "exact equalities",
+        "family_size": 0,
+    }
     assert set(HOLDS).isdisjoint(FAILS)
+
+
+@pytest.mark.unit
+def test_the_preregistration_hash_changes_with_a_margin_and_a_rerun_records_the_change(tmp_path):
+    cfg = load_study("adam_vs_sgd")
+    first = preregistration(cfg)
+    assert first["fields"]["claims"]["adam_faster_than_sgd"] == {
+        "better": "adam",
+        "than": "sgd",
+        "metric": "steps_to_target",
+        "margin": 0.0,
+        "test": "advantage",
+    }
+    assert first["fields"]["seeds"] == [1, 2, 3, 4, 5] and first["fields"]["confidence"] == 0.95
+    assert preregistration(load_study("adam_vs_sgd"))["hash"] == first["hash"]  # canonical: the same again
+    assert (
+        preregistration(load_study("adam_vs_sgd", overrides=["+claims.adam_faster_than_sgd.margin=0.0"]))["hash"]
+        == first["hash"]
+    )  # writing out the default margin is the same protocol
+    moved = load_study("adam_vs_sgd", overrides=["+claims.adam_faster_than_sgd.margin=5.0"])
+    assert preregistration(moved)["hash"] != first["hash"]
+    assert preregistration(load_study("adam_vs_sgd", overrides=["seeds=[1,2,3]"]))["hash"] != first["hash"]
+    previous = tmp_path / "verdict.json"
+    previous.write_text(json.dumps({"preset": None, "preregistration": first}))
+    changed = preregistration(moved, previous)
+    assert changed["changed_from"] == first["hash"]
+    assert "changed_from" not in preregistration(cfg, previous)  # the same protocol: nothing to say
+    previous.write_text(json.dumps({"preset": "test", "preregistration": first}))
+    assert "changed_from" not in preregistration(moved, previous)  # another preset is another protocol
+    report = "\n".join(protocol_lines({"preregistration": changed, "correction": "holm", "correction_note": "n"}))
+    assert changed["hash"][:16] in report and "protocol changed after a run" in report
+    memory = preregistration(load_study("optimizer_memory"))["fields"]["cases"]
+    assert memory["adam"]["expected_ratio"] == 2  # the stated state size is part of the protocol
+
+
+@pytest.mark.unit
+def test_the_report_shows_each_claims_p_values_and_power_note():
+    case = {
+        "case": "c",
+        "method": "paired t (per-seed differences)",
+        "p_value": 0.01,
+        "p_adjusted": 0.03,
+        "p_opposite_adjusted": 1.0,
+        "detectable_effect": 0.0123,
+        "verdict": "supported",
+        "verdict_unadjusted": "supported",
+    }
+    tie = {"case": "t", "p_value": math.nan, "verdict": "refuted", "reason": "a tie is not an advantage"}
+    lines = "\n".join(claim_tests({"cases": [case, tie, {"case": "exact", "verdict": "equivalent"}]}))
+    assert "| c | paired t (per-seed differences) | 0.01 | 0.03 | 1 | 0.0123 | **supported** (supported) |" in lines
+    assert "a tie is not an advantage" in lines and "| exact |" not in lines
+
+
+@pytest.mark.unit
+def test_the_grid_rules_of_the_sweeps_can_be_inconclusive():
+    assert unanimous(1.0, [1.0, 2.0, 1.0], 0.5)[0] == "supported"
+    assert unanimous(0.0, [0.0, 0.0, 0.5], 0.5)[0] == "refuted"
+    assert unanimous(1.0, [1.0, 0.0, 1.0], 0.5) == ("inconclusive", "the seeds disagree")
+    assert stable_range_verdict({"no_clip": 1.0, "clip": 3.0}, top=10.0)[0] == "supported"
+    assert stable_range_verdict({"no_clip": 3.0, "clip": 1.0}, top=10.0)[0] == "refuted"
+    assert stable_range_verdict({"no_clip": 1.0, "clip": 1.0}, top=10.0)[0] == "inconclusive"  # grid resolution
+    assert stable_range_verdict({"no_clip": 10.0, "clip": 10.0}, top=10.0)[0] == "inconclusive"  # never diverged
+    assert stable_range_verdict({"no_clip": 0.0, "clip": 0.0}, top=10.0)[0] == "inconclusive"
 
 
 def test_adam_vs_sgd_tunes_every_optimizer_with_the_same_budget_and_judges_each_claim(
@@ -198,14 +283,21 @@ def test_adam_vs_sgd_tunes_every_optimizer_with_the_same_budget_and_judges_each_
     for r in results.values():
         assert len(r["trials"]) == r["tuned"]["budget"] == budget  # the same budget for every optimizer
         assert [run["seed"] for run in r["runs"]] == list(cfg.seeds)  # evaluation seeds, not the tuning seed
-        assert all(0 < run["steps_to_target"] <= run["steps"] for run in r["runs"])
-    for claim in verdict["cases"]:  # each verdict is the rule applied to the recorded interval
-        rule = equivalence_verdict if claim["test"] == "equivalence" else advantage_verdict
-        assert claim["verdict"] == rule(claim["advantage"], claim["margin"])
-        sign = -1 if claim["metric"] == "steps_to_target" else 1
-        a = [sign * r[claim["metric"]] for r in results[claim["better"]]["runs"]]
-        b = [sign * r[claim["metric"]] for r in results[claim["than"]]["runs"]]
-        assert claim["advantage"]["diff"] == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+        for run in r["runs"]:  # a run that never reaches the target is censored, not counted as its length
+            assert 0 < run["steps_to_target"] <= run["steps"] if run["reached"] else math.isinf(run["steps_to_target"])
+        times = [run["steps_to_target"] for run in r["runs"]]
+        assert r["steps_to_target"]["median"] == median_time_to_target(times, [run["steps"] for run in r["runs"]])
+        assert r["steps_to_target"]["reached"] == r["reached"]
+    for claim in verdict["cases"]:  # each advantage is computed from the recorded runs, paired by seed
+        a, b = ([r[claim["metric"]] for r in results[claim[side]]["runs"]] for side in ("better", "than"))
+        if claim["metric"] == "steps_to_target":
+            assert claim["medians"] == [
+                results[claim[side]]["steps_to_target"]["median"] for side in ("better", "than")
+            ]
+            assert claim["method"].startswith("Wilcoxon")
+        else:
+            assert claim["advantage"]["diff"] == pytest.approx(sum(x - y for x, y in zip(a, b)) / len(a))
+            assert claim["method"].startswith("paired")
     parent = mlflow_client.get_run(verdict["mlflow"]["run_id"])
     assert parent.info.status == "FINISHED"
     nested = [
@@ -226,8 +318,7 @@ def test_other_tuned_comparisons_run_their_tiny_preset_with_computed_verdicts(
     verdict = run_study(cfg, tmp_path)
     check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
     assert set(verdict["results"]) == set(cfg.run_cases)
-    for claim in verdict["cases"]:
-        assert claim["verdict"] == advantage_verdict(claim["advantage"], claim["margin"])
+    assert verdict["correction"] == "holm" or all(c.get("reason") for c in verdict["cases"])
     if name == "schedules":  # grid cases carry the schedule's own settings
         assert verdict["results"]["momentum+cosine"]["overrides"] == ["optimizer=momentum", "scheduler=cosine"]
 
@@ -256,7 +347,9 @@ def test_adamw_vs_adam_l2_finds_the_same_update_only_without_decay(tracking_uri,
         assert best["val_acc_best"]["mean"] == max(c["val_acc_best"]["mean"] for c in cells)
     shift = verdict["best_wd"]["adam_l2"]["decades"] - verdict["best_wd"]["adamw"]["decades"]
     assert verdict["values"]["adamw_decouples_decay"] == pytest.approx(shift)
-    assert verdict["verdicts"]["adamw_decouples_decay"] == ("supported" if shift > cfg.shift_margin else "refuted")
+    decouples = next(c for c in verdict["cases"] if c["case"] == "adamw_decouples_decay")
+    assert decouples["verdict"] == unanimous(shift, decouples["per_seed"], cfg.shift_margin)[0]
+    assert len(decouples["per_seed"]) == len(cfg.seeds)
 
 
 def test_grad_clipping_counts_divergences_and_judges_them(tracking_uri, mlflow_client, monkeypatch, tmp_path):

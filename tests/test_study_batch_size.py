@@ -12,9 +12,9 @@ from study_checks import check_well_formed
 
 from optbench.core.config import compose_config
 from optbench.core.errors import ConfigError
-from optbench.stats import advantage_verdict, equivalence_verdict
+from optbench.stats import censoring_guard, claim_test
 from optbench.studies.config import load_study
-from optbench.studies.kinds.batch_size import FULL, check_config, judge, uncensored, variant_overrides
+from optbench.studies.kinds.batch_size import CONVEX_METRICS, FULL, check_config, judge, variant_overrides
 from optbench.studies.run import run_study
 
 NAME = "batch_size_scaling"
@@ -47,19 +47,28 @@ def test_each_verdict_is_the_rule_applied_to_the_recorded_interval(study):
     cfg, verdict, _ = study
     convex, scaling = verdict["results"]["convex"], verdict["results"]["scaling"]
     for claim in verdict["cases"]:
-        rule = equivalence_verdict if claim["test"] == "equivalence" else advantage_verdict
-        assert claim["interval_verdict"] == rule(claim["advantage"], claim["margin"])
-        assert claim["verdict"] == uncensored(claim["interval_verdict"], claim["test"], *claim["censored"])
         if "factor" in claim:
             rules = scaling[f"x{claim['factor']}"]["rules"]
             a, b = rules[claim["better"]]["runs"], rules[claim["than"]]["runs"]
         else:
             a, b = convex[claim["better"]]["runs"], convex[claim["than"]]["runs"]
-        sign = 1 if claim["metric"] == "test_acc" else -1  # fewer steps, examples or seconds is better
+        assert [r["seed"] for r in a] == [r["seed"] for r in b]  # paired by seed
         metric = claim["metric"]
+        sign = 1 if metric == "test_acc" else -1  # fewer steps, examples or seconds is better
         mean_a, mean_b = (sum(r[metric] for r in runs) / len(runs) for runs in (a, b))
         assert claim["advantage"]["diff"] == pytest.approx(sign * (mean_a - mean_b))
         assert claim["censored"] == [sum(not r.get("reached", True) for r in runs) for runs in (a, b)]
+        tested = claim_test(
+            [r[metric] for r in a],
+            [r[metric] for r in b],
+            test=claim["test"],
+            margin=claim["margin"],
+            lower_is_better=metric in CONVEX_METRICS,
+            confidence=cfg.confidence,
+        )
+        assert claim["p_value"] == tested["p_value"] or math.isnan(tested["p_value"])
+        before = claim.get("verdict_unadjusted", claim["verdict"])
+        assert before == censoring_guard(tested["verdict"], claim["test"], *claim["censored"])
 
 
 def test_full_batch_takes_one_step_per_epoch_and_the_others_one_per_batch(study):
@@ -136,17 +145,17 @@ def test_every_run_is_nested_under_a_finished_verdict_run(study, mlflow_client):
 # --- without training ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_censored_side_cannot_carry_the_verdict_its_bound_would_fake():
     cfg = load_study(NAME, "test")
     claim = cfg.claims.full_batch_fewest_steps  # steps_to_eps, full_batch better than mini_batch
-    fast = [{"steps_to_eps": 2, "reached": False}] * 3  # stopped at 2 steps without reaching eps
-    slow = [{"steps_to_eps": steps, "reached": True} for steps in (10, 11, 12)]
+    fast = [{"seed": s, "steps_to_eps": 2 + s % 2, "reached": False} for s in (1, 2, 3)]  # stopped short of eps
+    slow = [{"seed": s, "steps_to_eps": steps, "reached": True} for s, steps in zip((1, 2, 3), (10, 11, 13))]
     case = judge(cfg, "c", claim, fast, slow)
-    assert case["interval_verdict"] == "supported" and case["verdict"] == "inconclusive"
-    assert judge(cfg, "c", claim, slow, [{**r, "reached": True} for r in fast])["verdict"] == "refuted"
-    assert uncensored("refuted", "advantage", 0, 1) == "inconclusive"
-    assert uncensored("supported", "advantage", 0, 2) == "supported"  # the other side's bound only helps it
-    assert uncensored("supported", "equivalence", 1, 0) == "inconclusive"
+    assert case["p_value"] < 0.05 and case["verdict"] == "inconclusive" and case["censored"] == [3, 0]
+    reached = [{**r, "reached": True} for r in fast]
+    assert judge(cfg, "c", claim, slow, reached)["verdict"] == "refuted"  # the data show the claim false
+    assert judge(cfg, "c", claim, reached, slow)["verdict"] == "supported"
 
 
 @pytest.mark.parametrize(

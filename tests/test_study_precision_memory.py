@@ -13,7 +13,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from study_checks import check_mlflow, check_well_formed
 
 from optbench.core.errors import ConfigError
-from optbench.stats import advantage_verdict, equivalence_verdict, mean_ci
+from optbench.stats import claim_test
 from optbench.studies.config import load_study
 from optbench.studies.kinds.memory import AS_CLAIMED, NOT_AS_CLAIMED, check_knobs, verdict_of
 from optbench.studies.kinds.precision import FP16_NORMAL_MIN, FP16_SUBNORMAL_MIN, regime_overrides, underflow_fractions
@@ -75,11 +75,19 @@ def test_precision_test_preset_judges_each_claim_and_fp16_unscaled_never_scales(
     assert set(results) == set(cfg.regimes) and all(list(r) == list(cfg.precisions) for r in results.values())
     for claim in verdict["cases"]:  # each verdict is the rule applied to the paired per-seed differences
         first, second = (results[claim["regime"]][p]["runs"] for p in claim["compare"])
-        sign = -1 if claim["metric"] == "val_loss" else 1  # the first precision's advantage
-        assert claim["per_seed"] == [sign * (a[claim["metric"]] - b[claim["metric"]]) for a, b in zip(first, second)]
-        ci = mean_ci(claim["per_seed"], cfg.confidence)
-        rule = equivalence_verdict if claim["test"] == "equivalence" else advantage_verdict
-        assert claim["verdict"] == rule(ci, claim["margin"])
+        metric = claim["metric"]
+        sign = -1 if metric == "val_loss" else 1  # the first precision's advantage
+        assert claim["per_seed"] == [sign * (a[metric] - b[metric]) for a, b in zip(first, second)]
+        tested = claim_test(
+            [a[metric] for a in first],
+            [b[metric] for b in second],
+            test=claim["test"],
+            margin=claim["margin"],
+            lower_is_better=metric == "val_loss",
+            confidence=cfg.confidence,
+        )
+        assert claim.get("verdict_unadjusted", claim["verdict"]) == tested["verdict"]
+        assert claim["method"].startswith("paired")
     for regime in results.values():
         for run in regime["16-mixed-unscaled"]["runs"]:  # a disabled scaler: scale 1 all along, nothing skipped
             assert run["loss_scale"] == 1.0 and {v for _, v in run["loss_scale_curve"]} == {1.0}
