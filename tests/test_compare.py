@@ -3,6 +3,7 @@ MlflowClient, no training) for the statistics, real training runs end to end, th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,11 +16,13 @@ import nbclient
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 from conftest import compose_config, runs_of
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from optbench.compare.analysis import build_comparison, seconds_at
+from optbench.compare.profiles import expected_best, profile, profile_ratios, profile_score
 from optbench.compare.publish import compare
 from optbench.compare.report import format_table
 from optbench.core.errors import ConfigError
@@ -30,7 +33,6 @@ from optbench.training.train import train
 OPTBENCH_COMPARE = str(Path(sys.executable).parent / "optbench-compare")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_optimizers.ipynb"
 T_975_2 = 4.302652729911275  # t_{0.975, 2}: 95% two-sided, three seeds
-T_975_1 = 12.706204736174698  # t_{0.975, 1}: two seeds
 
 
 class Store:
@@ -96,7 +98,11 @@ class Store:
         return run.info.run_id
 
     def cfg(self, *overrides: str):
+        """The compare config for this experiment. Tests that are not about the target name the fallback rule
+        explicitly (no targets file exists here); tests about the target choose their own."""
         base = [f"experiment={self.experiment}", f"output_dir={self.out}", f"tracking_uri={self.uri}"]
+        if not any(o.split("=")[0] in ("target_rule", "target_file", "targets_dir") for o in overrides):
+            base.append("target_rule=best_optimizer_median")
         return compose_config(*base, *overrides, config_name="compare")
 
 
@@ -147,7 +153,7 @@ def test_mean_ci_edge_cases():
 def test_steps_and_seconds_to_target_count_runs_that_never_reach_it(store):
     a = store.run("adam", 0, val_acc=(0.5, 0.8, 0.9), steps=(10, 20, 30), times=(1.5, 3.0, 4.5))
     b = store.run("adam", 1, val_acc=(0.6, 0.7, 0.76), steps=(10, 20, 30), times=(2.0, 4.0, 6.0))
-    c = store.run("adam", 2, val_acc=(0.5, 0.6, 0.7), steps=(10, 20, 30), times=(2.0, 4.0, 6.0))  # never
+    c = store.run("adam", 2, val_acc=(0.5, 0.6, 0.7), steps=(10, 20, 30), times=(2.0, 4.0, 7.0))  # never
 
     comparison = build_comparison(store.cfg("target=0.75"))
 
@@ -155,14 +161,44 @@ def test_steps_and_seconds_to_target_count_runs_that_never_reach_it(store):
     assert (per_run.loc[a, "steps_to_target"], per_run.loc[a, "seconds_to_target"]) == (20, 3.0)
     assert (per_run.loc[b, "steps_to_target"], per_run.loc[b, "seconds_to_target"]) == (30, 6.0)
     assert not per_run.loc[c, "reached"] and math.isnan(per_run.loc[c, "steps_to_target"])
+    assert (per_run.loc[c, "horizon_steps"], per_run.loc[c, "horizon_seconds"]) == (30, 7.0)  # censored there
     adam = comparison.table.loc["adam"]
     assert (adam.reached, adam.n_runs) == (2, 3)
-    half_steps, half_seconds = T_975_1 * 50**0.5 / 2**0.5, T_975_1 * 4.5**0.5 / 2**0.5
-    assert (adam.steps_to_target_mean, adam.steps_to_target_high) == pytest.approx((25, 25 + half_steps))
-    assert (adam.seconds_to_target_mean, adam.seconds_to_target_low) == pytest.approx((4.5, 4.5 - half_seconds))
+    # Kaplan-Meier: S(20) = 2/3; at 30 two runs are at risk and one reaches it, S(30) = 1/3 <= 1/2. The
+    # mean of the reaching runs (25 steps) would pretend the third run does not exist.
+    assert (adam.steps_to_target, adam.seconds_to_target) == (30, 6.0)
     cells = format_table(comparison.table).iloc[0]
-    assert cells["Steps to target"].endswith("(reached 2/3)")
-    assert cells["Seconds to target"].startswith("4.5 [")
+    assert cells["Steps to target"] == "30 (reached 2/3)"
+    assert cells["Seconds to target"] == "6.0 (reached 2/3)"
+
+
+def test_a_slow_optimizer_whose_runs_mostly_never_reach_the_target_does_not_look_fast(store):
+    for seed in (0, 1, 2):  # "steady" reaches 0.8 at step 30 on every seed
+        store.run("steady", seed, val_acc=(0.5, 0.7, 0.85, 0.9), steps=(10, 20, 30, 40), times=(1, 2, 3, 4))
+    store.run("flaky", 0, val_acc=(0.85, 0.9, 0.9, 0.9), steps=(10, 20, 30, 40), times=(1, 2, 3, 4))  # fast once
+    for seed in (1, 2):  # then never within 40 steps
+        store.run("flaky", seed, val_acc=(0.3, 0.4, 0.5, 0.6), steps=(10, 20, 30, 40), times=(1, 2, 3, 4))
+
+    comparison = build_comparison(store.cfg("target=0.8"))
+
+    table = comparison.table
+    assert table.loc["steady", "steps_to_target"] == 30 and table.loc["steady", "reached"] == 3
+    assert math.isinf(table.loc["flaky", "steps_to_target"]) and table.loc["flaky", "reached"] == 1
+    assert format_table(table).set_index("Optimizer").loc["flaky", "Steps to target"] == "not reached by half (1/3)"
+    # Profile over seeds: seed 0 flaky 10 (r=1), steady 30 (r=3); seeds 1, 2 steady r=1, flaky inf.
+    # Score = mean over problems of (4 - r)/3, 0 for r > 4: steady (1/3 + 1 + 1)/3 = 7/9, flaky (1 + 0 + 0)/3.
+    assert comparison.profile_scores == pytest.approx({"flaky": 1 / 3, "steady": 7 / 9})
+    assert comparison.ratios.loc["s0"].to_dict() == {"flaky": 1.0, "steady": 3.0}
+
+
+def test_the_time_to_target_resolution_is_the_logged_validation_interval(store):
+    for seed in (0, 1):
+        store.run("adam", seed, steps=(25, 50, 75), params={"trainer.val_check_interval": 25})
+
+    summary = compare(store.cfg("target=0.6"))
+
+    assert summary["val_check_interval"] == 25 and summary["val_every_steps"] == 25
+    assert "trainer.val_check_interval=25, every 25 steps as logged" in (store.out / "report.md").read_text()
 
 
 def test_seconds_are_interpolated_by_step_from_the_time_history():
@@ -170,16 +206,17 @@ def test_seconds_are_interpolated_by_step_from_the_time_history():
     assert list(seconds_at(times, [10, 15, 20, 5])) == pytest.approx([2.0, 3.0, 4.0, 1.0])  # 0 s at step 0
 
 
-def test_target_defaults_to_the_median_best_val_acc_of_the_best_optimizer(store):
+def test_the_named_fallback_target_is_the_median_best_val_acc_of_the_best_optimizer(store):
     for seed, acc in enumerate([0.90, 0.94, 0.92]):
         store.run("adam", seed, val_acc=(0.5, 0.6, acc))
     for seed, acc in enumerate([0.91, 0.80, 0.85]):
         store.run("sgd", seed, val_acc=(0.5, 0.6, acc))
 
-    comparison = build_comparison(store.cfg())
+    comparison = build_comparison(store.cfg("target_rule=best_optimizer_median"))
 
     assert comparison.target == pytest.approx(0.92)  # adam has the higher mean; its median best
-    assert "median over seeds" in comparison.target_rule and "adam" in comparison.target_rule
+    assert "fallback best_optimizer_median" in comparison.target_rule and "adam" in comparison.target_rule
+    assert comparison.target_source == "fallback: best_optimizer_median"
     assert comparison.table.loc["adam", "reached"] == 2 and comparison.table.loc["sgd", "reached"] == 0
     # adam 0.92 ± 0.050 and sgd 0.853 ± 0.137 overlap
     assert "#1 adam and #2 sgd: confidence intervals overlap, not distinguishable at 95%" in comparison.notes
@@ -313,8 +350,9 @@ def test_report_files_are_written(store):
     out = store.out
     on_disk = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert on_disk == summary
-    assert {"target", "n_runs", "confidence", "adam", "sgd", "lion"} == set(summary)
+    assert {"target", "target_source", "n_runs", "confidence", "adam", "sgd", "lion"} <= set(summary)
     assert summary["n_runs"] == 6 and summary["target"] == pytest.approx(0.86)
+    assert summary["target_source"] == "fallback: best_optimizer_median" and summary["profile_problems"] == 3
     assert {
         "rank",
         "n_runs",
@@ -329,15 +367,22 @@ def test_report_files_are_written(store):
         "seconds_to_target",
         "state_to_param_ratio",
         "samples_per_sec",
+        "profile_score",
     } <= set(summary["adam"])
+    assert "steps_to_target_low" not in summary["adam"]  # a median with censored runs, no mean and t-interval
+    # Target 0.86: adam reaches it on seeds 1 and 2 (r = 1), nobody on seed 0 (a problem no one solves).
+    scores = [summary[name]["profile_score"] for name in ("adam", "sgd", "lion")]
+    assert scores == pytest.approx([2 / 3, 0.0, 0.0])
     assert all(isinstance(v, (int, float)) or v is None for v in summary["adam"].values())
     report = (out / "report.md").read_text()
     assert "| Rank | Optimizer | Runs | Best val acc |" in report
-    assert "missing" in report and "median over seeds" in report and "![learning_curves](learning_curves.png)" in report
+    assert "missing" in report and "fallback best_optimizer_median" in report
+    assert "Source: fallback: best_optimizer_median" in report and "![learning_curves](learning_curves.png)" in report
+    assert "## Performance profile" in report and "Scores: adam 0.667, sgd 0.000, lion 0.000." in report
     assert "not distinguishable" not in report  # adam's and sgd's intervals are far apart
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<table" in page and "missing" in page
-    for name in ("learning_curves.png", "time_to_target.png"):
+    assert page.count("data:image/png;base64,") == 3 and "<table" in page and "missing" in page
+    for name in ("learning_curves.png", "time_to_target.png", "performance_profile.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     band = pd.read_csv(out / "curves" / "val_acc_step.csv")
     assert list(band.columns) == ["optimizer", "step", "value_mean", "value_low", "value_high", "n_runs"]
@@ -377,6 +422,145 @@ def test_lr_sensitivity_plot_from_tuning_trials(store):
     assert "no finished trial" in (store.out / "report.md").read_text()
 
 
+def test_budget_curves_pool_the_trials_of_every_tuning_study(store):
+    store.run("adam", 0)
+    store.run("sgd", 0)
+    tune_exp = experiment_id(store.client, store.experiment + "-tune")
+    finals = {("adam", "study-a"): (0.2, 0.9), ("adam", "study-b"): (0.5,), ("sgd", "study-a"): (0.6, 0.6)}
+    for (optimizer, study_name), accs in finals.items():
+        study = store.client.create_run(tune_exp, tags={"optbench.kind": "study", "optbench.study": study_name})
+        for trial, acc in enumerate(accs):
+            tags = {"mlflow.parentRunId": study.info.run_id, "optbench.trial": str(trial), "optbench.study": study_name}
+            store.run(optimizer, 0, val_acc=(0.1, acc, acc), experiment_id=tune_exp, tags=tags)
+
+    summary = compare(store.cfg(f"tune_experiment={store.experiment}-tune"))
+
+    # adam: the values 0.2, 0.5, 0.9 of two studies, one pool. E[best of 1] = mean = 1.6/3; best of 2: the
+    # pairs {0.2, 0.5} {0.2, 0.9} {0.5, 0.9} give 0.5, 0.9, 0.9, mean 2.3/3; best of 3 = 0.9.
+    assert summary["adam"]["budget_curve"] == pytest.approx([1.6 / 3, 2.3 / 3, 0.9], abs=1e-6)
+    assert summary["sgd"]["budget_curve"] == pytest.approx([0.6, 0.6])
+    assert (store.out / "budget_curves.png").read_bytes()[:4] == b"\x89PNG"
+    report = (store.out / "report.md").read_text()
+    assert "adam k=1 0.5333, k=3 0.9000 (2 studies)" in report and "![budget_curves](budget_curves.png)" in report
+
+    compare(store.cfg())  # no tuning experiment: no budget curves, and no stale plot left behind
+    assert not (store.out / "budget_curves.png").exists()
+    assert "budget_curve" not in json.loads((store.out / "summary.json").read_text())["adam"]
+
+
+def test_performance_profile_and_its_score_match_a_hand_computation():
+    times = pd.DataFrame(
+        [
+            ("p1", "a", 10.0), ("p1", "b", 20.0), ("p1", "c", 50.0),
+            ("p2", "a", 30.0), ("p2", "b", 15.0), ("p2", "c", math.nan),  # c never reaches the target
+            ("p3", "a", math.nan), ("p3", "b", math.nan), ("p3", "c", math.nan),  # nobody does
+            ("p4", "a", 8.0), ("p4", "b", 8.0),  # c has no run on p4: not solved
+        ],
+        columns=["problem", "optimizer", "time"],
+    )  # fmt: skip
+
+    ratios = profile_ratios(times)
+
+    inf = math.inf
+    assert ratios.to_dict("index") == {
+        "p1": {"a": 1.0, "b": 2.0, "c": 5.0},
+        "p2": {"a": 2.0, "b": 1.0, "c": inf},
+        "p3": {"a": inf, "b": inf, "c": inf},
+        "p4": {"a": 1.0, "b": 1.0, "c": inf},
+    }
+    rho = profile(ratios, [1.0, 2.0, 4.0, 5.0])
+    assert rho["a"].tolist() == [0.5, 0.75, 0.75, 0.75] and rho["c"].tolist() == [0.0, 0.0, 0.0, 0.25]
+    # Score = mean over the 4 problems of (4 - r)/3 for r <= 4: a (3 + 2 + 0 + 3)/12, b (2 + 3 + 0 + 3)/12, c 0
+    # (its r = 5 on p1 lies beyond r_max). With r_max = 6, c gets (6 - 5)/5/4 on p1.
+    assert profile_score(ratios) == pytest.approx({"a": 8 / 12, "b": 8 / 12, "c": 0.0})
+    assert profile_score(ratios, r_max=6)["c"] == pytest.approx(1 / 20)
+
+
+def test_budget_curve_is_the_expected_best_of_k_trials_drawn_without_replacement():
+    # 0.2, 0.5, 0.9: best of 1 = mean 1.6/3; best of 2 over the pairs: 0.5, 0.9, 0.9, mean 2.3/3; best of 3 = 0.9
+    assert expected_best([0.9, 0.2, 0.5]) == pytest.approx([1.6 / 3, 2.3 / 3, 0.9])
+    # a trial without a finite value (diverged) counts as the metric's floor: 0 for an accuracy
+    assert expected_best([0.5, math.nan]) == pytest.approx([0.25, 0.5])
+    assert expected_best([]) == []
+
+
+# --- the target ---------------------------------------------------------------------------------------------
+
+
+def write_targets_file(path: Path, value: float, seeds=(100, 101), fingerprint="abc") -> Path:
+    """A targets file as optbench-target writes it (the keys optbench-compare reads)."""
+    content = {
+        "workload": {"data": "digits", "model": "mlp"},
+        "metric": "val/acc",
+        "direction": "maximize",
+        "target": value,
+        "reference": {"optimizer": "adamw", "optimizers": ["adamw"], "seeds": list(seeds), "epochs": 3},
+        "provenance": {"git_commit": "0123abc", "data_fingerprint": fingerprint},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_target_precedence_is_number_then_targets_file_then_the_named_fallback(store, tmp_path):
+    for seed in (0, 1):
+        store.run("adam", seed, val_acc=(0.5, 0.7, 0.9))
+    path = write_targets_file(tmp_path / "targets" / "digits-mlp.yaml", 0.7)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    found = ("data=digits", "model=mlp", f"targets_dir={tmp_path / 'targets'}")
+
+    by_number = build_comparison(store.cfg(*found, "target=0.6"))
+    by_file = build_comparison(store.cfg(*found))
+    by_path = build_comparison(store.cfg(f"target_file={path}", "target_rule=best_optimizer_median"))
+    by_rule = build_comparison(store.cfg(f"targets_dir={tmp_path / 'none'}", "target_rule=best_optimizer_median"))
+
+    assert (by_number.target, by_number.target_source) == (0.6, "config")
+    assert (by_file.target, by_file.target_source) == (0.7, f"{path} (sha256:{digest})")
+    assert "set a priori in" in by_file.target_rule and "seeds [100, 101]" in by_file.target_rule
+    assert (by_path.target, by_path.target_source) == (0.7, f"{path} (sha256:{digest})")  # a file beats the rule
+    assert (by_rule.target, by_rule.target_source) == (0.9, "fallback: best_optimizer_median")
+    assert by_file.table.loc["adam", "steps_to_target"] == 20  # val/acc 0.7 at step 20
+    summary = compare(store.cfg(*found))
+    assert summary["target_source"] == f"{path} (sha256:{digest})"
+    assert f"Source: {path} (sha256:{digest})" in (store.out / "report.md").read_text()
+
+
+def test_without_a_targets_file_the_default_rule_is_a_clear_error(store, tmp_path):
+    store.run("adam", 0)
+
+    with pytest.raises(ConfigError) as error:
+        build_comparison(store.cfg("data=digits", "model=mlp", f"targets_dir={tmp_path / 'targets'}"))
+
+    message = str(error.value)
+    assert f"no targets file {tmp_path / 'targets' / 'digits-mlp.yaml'}, and target_rule=file needs one" in message
+    assert "optbench-target data=digits model=mlp" in message and "target_rule=best_optimizer_median" in message
+    assert "\n" not in message  # one paragraph
+    with pytest.raises(ConfigError, match=r"no targets file \(data and model are not given\)"):
+        build_comparison(store.cfg("target_rule=file"))
+    with pytest.raises(ConfigError, match="target_file=/nonexistent.yaml: no such file"):
+        build_comparison(store.cfg("target_file=/nonexistent.yaml", "target_rule=best_optimizer_median"))
+
+
+def test_a_targets_file_that_does_not_fit_is_refused_and_differences_are_noted(store, tmp_path):
+    store.run("adam", 0)
+    store.run("adam", 100)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("target: 0.9\n")
+    with pytest.raises(ConfigError, match="not a targets file of optbench-target"):
+        build_comparison(store.cfg(f"target_file={bad}"))
+    loss = write_targets_file(tmp_path / "loss.yaml", 0.5)
+    loss.write_text(loss.read_text().replace("metric: val/acc", "metric: val/loss"))
+    with pytest.raises(ConfigError, match="sets a target on val/loss"):
+        build_comparison(store.cfg(f"target_file={loss}"))
+
+    good = write_targets_file(tmp_path / "good.yaml", 0.7, seeds=(100, 101), fingerprint="other")
+    notes = build_comparison(store.cfg(f"target_file={good}", "max_epochs=3")).notes
+
+    assert any("reference seeds [100] are also compared seeds" in note for note in notes)
+    assert not any("epochs" in note for note in notes)  # both 3 epochs
+    assert not any("fingerprint" in note for note in notes)  # these hand-made runs carry no fingerprint tag
+
+
 # --- bad input ----------------------------------------------------------------------------------------------
 
 
@@ -401,6 +585,14 @@ def test_bad_settings_are_clear_errors_and_a_null_target_may_be_spelt_none(store
         with pytest.raises(ConfigError, match=message):
             build_comparison(store.cfg(override))
     assert build_comparison(store.cfg("target=None")).target == pytest.approx(0.9)  # DVC writes null as None
+    more = {
+        "target_rule=median": "target_rule must be one of file, best_optimizer_median",
+        "profile_time=epochs": "profile_time must be one of steps, seconds",
+        "profile_max_ratio=1": "profile_max_ratio must be a number above 1",
+    }
+    for override, message in more.items():
+        with pytest.raises(ConfigError, match=message):
+            build_comparison(store.cfg(override))
 
 
 def test_an_experiment_without_finished_training_runs_is_a_clear_error(store):
@@ -447,6 +639,7 @@ def test_end_to_end_on_real_training_runs(make_cfg, tmp_path):
             "data=digits",
             "model=mlp",
             "max_epochs=2",
+            "target_rule=best_optimizer_median",
             config_name="compare",
         )
     )

@@ -290,7 +290,8 @@ def profile_lines(comparison: Comparison) -> list[str]:
     if comparison.ratios is None:
         return []
     axis = comparison.profile_axis
-    scores = sorted(comparison.profile_scores.items(), key=lambda item: -item[1])
+    ranked = [(str(name), comparison.profile_scores.get(str(name), 0.0)) for name in comparison.table.index]
+    scores = sorted(ranked, key=lambda item: -item[1])  # ties keep the table's order
     lines = [
         f"Performance profile (Dolan-Moré) over {len(comparison.ratios)} problems (seeds, or workload x seed), "
         f"by {axis} to target: r = an optimizer's {axis} to target / the fastest optimizer's on that problem "
