@@ -689,4 +689,5 @@ def test_the_notebook_executes_against_the_store(store, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "Best val acc" in html and "adam" in html
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # learning curves, time to target
+    assert "fallback best_optimizer_median" in "".join(o.get("text", "") for o in outputs)  # no targets file here
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # learning curves, time to target, profile
