@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,10 +14,15 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import compose_config, runs_of
-from optuna.trial import TrialState
+from omegaconf import OmegaConf
+from optuna.trial import FixedTrial, TrialState
 
+from optbench.core.config import group_options
 from optbench.core.errors import ConfigError
+from optbench.training.checks import validate
 from optbench.training.train import train
+from optbench.tuning.replicate import median_study, spread
+from optbench.tuning.spaces import parse_search_space
 from optbench.tuning.tune import tune
 
 OPTBENCH_TUNE = str(Path(sys.executable).parent / "optbench-tune")
@@ -59,8 +65,9 @@ def test_a_study_completes_the_requested_trials_and_writes_best_json_and_plots(t
     low, high = cfg.tune.search_space.lr.low, cfg.tune.search_space.lr.high
     assert low <= best["best_params"]["optimizer.lr"] <= high
     assert best["overrides"] == [f"optimizer.lr={best['best_params']['optimizer.lr']}"]
-    assert (out / "optimization_history.png").stat().st_size > 0
-    assert (out / "sensitivity_optimizer_lr.png").stat().st_size > 0
+    assert best["space"] == {"optimizer.lr": {"low": low, "high": high, "log": True, "transform": None}}
+    assert (out / "s0" / "optimization_history.png").stat().st_size > 0  # each study's own plots
+    assert (out / "sensitivity_optimizer_lr.png").stat().st_size > 0  # every trial of every study
 
 
 def test_rerunning_with_a_larger_budget_resumes_without_losing_or_duplicating_trials(tune_cfg):
@@ -164,12 +171,23 @@ def test_two_worker_processes_share_one_study(tune_cfg):
 
 BAD_TUNE_INPUTS = {
     "unknown search-space parameter": ("tune.search_space.lr.key=optimizer.lrr", "optimizer.lrr"),
-    "inverted range": ("tune.search_space.lr.low=5.0", "empty or inverted range"),
+    "inverted range": ("tune.search_space.lr.low=50.0", "empty or inverted range"),
     "log scale from zero": ("tune.search_space.lr.low=0", "log scale"),
     "no trials": ("tune.n_trials=0", "n_trials must be an integer of at least 1"),
     "storage that cannot be opened": ("tune.storage=sqlite:////nonexistent/dir/optuna.db", "does not exist"),
     "unknown storage scheme": ("tune.storage=nosuchdb://host/db", "cannot be opened"),
     "unknown sampler": ("tune.sampler.name=grid", "Valid samplers"),
+    "no studies": ("tune.n_studies=0", "n_studies must be an integer of at least 1"),
+    "negative tuning seed": ("tune.seed=-1", "tune.seed must be a non-negative integer"),
+    "unknown transform": ("+tune.search_space.lr.transform=log2", "transform must be one of one_minus"),
+    "one_minus beyond 1": (
+        "+tune.search_space.m={key: optimizer.momentum, transform: one_minus, low: 0.5, high: 2.0}",
+        "0 <= low < high <= 1",
+    ),
+    "list index past the end": (
+        "+tune.search_space.width={key: model.hidden.2, low: 8, high: 64, type: int}",
+        "model.hidden is a list of 2 values",
+    ),
 }
 
 
@@ -260,3 +278,186 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_not_counted(tmp_
     assert result.returncode == 0, result.stderr
     states = [t.state for t in optuna.load_study(study_name="digits-mlp-sgd-lr", storage=storage).trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+# --- search spaces: tune=full -------------------------------------------------------------------------
+
+OPTIMIZERS = group_options("optimizer")
+SCHEDULES = ("warmup_cosine", "onecycle", "constant")
+BETA1, BETA2 = ("optimizer.betas.0", "one_minus"), ("optimizer.betas.1", "one_minus")
+MOMENTUM, WD, EPS = ("optimizer.momentum", "one_minus"), ("optimizer.weight_decay", None), ("optimizer.eps", None)
+# What each optimizer family searches besides the learning rate (key, transform).
+NUISANCE = {
+    "sgd": [WD],
+    "momentum": [MOMENTUM, WD],
+    "nesterov": [MOMENTUM, WD],
+    "lars": [MOMENTUM, WD],
+    **{name: [BETA1, BETA2, EPS, WD] for name in ("adam", "adamw", "nadam", "radam", "lamb")},
+    "lion": [BETA1, BETA2, WD],
+    "rmsprop": [("optimizer.alpha", "one_minus"), EPS, WD],
+    "adagrad": [EPS, WD],
+    "adafactor": [("optimizer.eps.0", None), WD],
+    "lbfgs": [],
+}
+WARMUP = {"warmup_cosine": [("scheduler.warmup_fraction", None)], "onecycle": [("scheduler.pct_start", None)]}
+
+
+def full_space(optimizer: str, scheduler: str = "constant"):
+    cfg = compose_config(f"optimizer={optimizer}", f"scheduler={scheduler}", "tune=full", config_name="tune")
+    return cfg, parse_search_space(cfg)
+
+
+def decades(param) -> float:
+    return math.log10(param.high / param.low)
+
+
+@pytest.mark.unit
+def test_the_table_of_nuisance_hyperparameters_covers_every_optimizer():
+    assert sorted(NUISANCE) == OPTIMIZERS
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("scheduler", SCHEDULES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_the_full_space_searches_lr_and_the_family_nuisance_hyperparameters_and_every_sample_validates(
+    optimizer, scheduler
+):
+    cfg, space = full_space(optimizer, scheduler)
+    expected = [("optimizer.lr", None), *NUISANCE[optimizer], *WARMUP.get(scheduler, [])]
+    assert sorted((p.key, p.transform) for p in space) == sorted(expected, key=str)
+    assert all(p.log for p in space)
+
+    # Both corners of the box and a few random points: each sampled config passes every training check.
+    corners = [{p.name: p.low for p in space}, {p.name: p.high for p in space}]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for trial in [FixedTrial(corner) for corner in corners] + [study.ask() for _ in range(4)]:
+        sampled = cfg.copy()
+        for param in space:
+            OmegaConf.update(sampled, param.key, param.suggest(trial), merge=False)
+        validate(sampled)
+        if isinstance(trial, optuna.Trial):
+            study.tell(trial, 0.0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("tune_option", ["lr", "full"])
+def test_every_optimizer_searches_the_learning_rate_over_four_decades(tune_option):
+    for optimizer in OPTIMIZERS:
+        cfg = compose_config(f"optimizer={optimizer}", f"tune={tune_option}", config_name="tune")
+        (lr,) = [p for p in parse_search_space(cfg) if p.key == "optimizer.lr"]
+        assert decades(lr) == pytest.approx(4.0), optimizer
+
+
+@pytest.mark.unit
+def test_a_hyperparameter_has_one_range_for_every_optimizer_that_searches_it():
+    # Weight decay above all: AdamW, Adam with L2 and momentum must tune it over the same range.
+    ranges: dict[tuple[str, str | None], set] = {}
+    for optimizer in OPTIMIZERS:
+        for p in full_space(optimizer, "warmup_cosine")[1]:
+            if p.key != "optimizer.lr":
+                role = ("beta1" if p.key in ("optimizer.momentum", "optimizer.betas.0") else p.key, p.transform)
+                ranges.setdefault(role, set()).add((p.low, p.high))
+    assert all(len(found) == 1 for found in ranges.values()), ranges
+    searching_wd = {o for o in OPTIMIZERS if any(p.key == WD[0] for p in full_space(o)[1])}
+    having_wd = {o for o in OPTIMIZERS if "weight_decay" in compose_config(f"optimizer={o}").optimizer}
+    assert searching_wd == having_wd and {"adam", "adamw", "momentum"} <= searching_wd
+
+
+@pytest.mark.unit
+def test_one_minus_samples_the_distance_from_one_and_sets_the_list_element():
+    cfg, space = full_space("adam")
+    (beta1,) = [p for p in space if p.key == "optimizer.betas.0"]
+    assert beta1.name == "1-optimizer.betas.0"
+    value = beta1.suggest(FixedTrial({"1-optimizer.betas.0": 0.05}))
+    assert value == pytest.approx(0.95)
+    OmegaConf.update(cfg, beta1.key, value, merge=False)
+    assert list(cfg.optimizer.betas) == [pytest.approx(0.95), 0.999]  # beta2 untouched
+
+
+@pytest.mark.unit
+def test_an_entry_set_to_null_is_not_searched():
+    cfg = compose_config("optimizer=adamw", "tune=full", "tune.search_space.eps=null", config_name="tune")
+    assert "optimizer.eps" not in {p.key for p in parse_search_space(cfg)}
+
+
+@pytest.mark.unit
+def test_tuned_list_elements_feed_a_training_config_through_the_overrides():
+    overrides = ["optimizer.betas.0=0.95", "optimizer.betas.1=0.98", "optimizer.weight_decay=0.1"]
+    cfg = compose_config("optimizer=adamw", *overrides)
+    assert list(cfg.optimizer.betas) == [0.95, 0.98] and cfg.optimizer.weight_decay == 0.1
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(reason="optbench.training.checks.apply_best does not yet set list elements (optimizer.betas.0)")
+def test_tuned_list_elements_feed_a_training_config_through_best_json(tmp_path):
+    best = tmp_path / "best.json"
+    params = {"optimizer.lr": 0.01, "optimizer.betas.0": 0.95}
+    best.write_text(json.dumps({"optimizer": "adamw", "best_params": params, "searched": list(params)}))
+    from optbench.training.checks import apply_best
+
+    cfg = apply_best(compose_config("optimizer=adamw", f"best={best}"))
+    assert list(cfg.optimizer.betas) == [0.95, 0.999] and cfg.optimizer.lr == 0.01
+
+
+# --- replicated tuning --------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("bests", "direction", "chosen"),
+    [
+        ([0.7, 0.9, 0.8], "maximize", 2),  # the median of three
+        ([0.3, 0.1, 0.2], "minimize", 2),
+        ([0.9, 0.5], "maximize", 1),  # even: the worse of the middle two
+        ([0.1, 0.5], "minimize", 1),
+        ([None, 0.5, 0.6], "maximize", 1),  # a study without a completed trial ranks last
+        ([0.8], "maximize", 0),
+    ],
+)
+def test_the_chosen_study_is_the_one_whose_best_is_the_median(bests, direction, chosen):
+    assert median_study(bests, direction) == chosen
+
+
+@pytest.mark.unit
+def test_the_spread_of_the_studies_bests_is_their_median_range_and_interquartile_range():
+    assert spread([1.0, 2.0, 3.0, 4.0, None]) == {"median": 2.5, "min": 1.0, "max": 4.0, "iqr": 1.5, "n_with_best": 4}
+
+
+@pytest.mark.slow
+def test_replicated_studies_use_their_own_seeds_and_best_json_takes_the_median_study(tune_cfg, tmp_path, mlflow_client):
+    cfg = tune_cfg("model=logreg", "tune.n_trials=2", "tune.n_studies=2", "tune.pruner.name=none")
+    summary = tune(cfg)
+
+    storage = cfg.tune.storage
+    names = ["digits-logreg-sgd-lr", "digits-logreg-sgd-lr-s1"]
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in names]
+    assert [len(s.get_trials(states=[TrialState.COMPLETE])) for s in studies] == [2, 2]
+    first_points = {s.trials[0].params["optimizer.lr"] for s in studies}
+    assert len(first_points) == 2  # different sampler seeds, different Sobol points
+    per_study = summary["studies"]["per_study"]
+    assert [(s["sampler_seed"], s["seed"]) for s in per_study] == [(0, 1000), (1, 1001)]
+    bests = [max(t.value for t in s.trials) for s in studies]
+    worse = bests.index(min(bests))  # two studies: the worse of the middle two
+    assert summary["selection"] == "median_of_study_bests" and summary["best_study"] == worse
+    assert summary["best_value"] == bests[worse]
+    assert summary["best_params"] == per_study[worse]["best_params"]
+    assert summary["studies"]["min"] == min(bests) and summary["studies"]["max"] == max(bests)
+    assert summary["budget"] == summary["n_finished"] == 4
+    assert json.loads((tmp_path / "tune" / "digits-logreg-sgd-lr" / "best.json").read_text()) == summary
+
+    runs = runs_of(mlflow_client, cfg.experiment)
+    parents = {r.data.tags["optbench.study_index"]: r for r in runs if r.data.tags.get("optbench.kind") == "study"}
+    assert sorted(parents) == ["0", "1"]
+    assert parents[str(worse)].data.tags["optbench.selected"] == "True"
+    trials = [r for r in runs if "optbench.trial" in r.data.tags]
+    seeds = {(r.data.tags["optbench.study_index"], r.data.params["seed"]) for r in trials}
+    assert seeds == {("0", "1000"), ("1", "1001")}  # the tuning seeds, never evaluation seed 0
+
+
+@pytest.mark.slow
+def test_rerunning_continues_each_unfinished_study(tune_cfg):
+    tune(tune_cfg("model=logreg", "tune.n_trials=1", "tune.n_studies=1", "tune.pruner.name=none"))
+    summary = tune(tune_cfg("model=logreg", "tune.n_trials=2", "tune.n_studies=2", "tune.pruner.name=none"))
+    assert [s["n_trials"] for s in summary["studies"]["per_study"]] == [{"completed": 2}] * 2
+    study = optuna.load_study(study_name="digits-logreg-sgd-lr", storage=tune_cfg().tune.storage)
+    assert len(study.trials) == 2  # study 0 kept its first trial and added one
