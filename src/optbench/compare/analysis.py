@@ -204,6 +204,11 @@ def config_target(cfg: DictConfig) -> float | None:
     return float(value)
 
 
+def _optional_text(value: Any) -> str | None:
+    """A path setting, or None; "None" counts as null (what DVC writes for a null param)."""
+    return None if value is None or str(value).strip().lower() in ("", "none", "null") else str(value)
+
+
 def check_config(cfg: DictConfig) -> None:
     if not 0 < cfg.confidence < 1:
         raise ConfigError(f"confidence must lie strictly between 0 and 1, got {cfg.confidence}.")
@@ -252,7 +257,7 @@ def build_comparison(cfg: DictConfig) -> Comparison:
     target = resolve_target(
         runs,
         target=config_target(cfg),
-        target_file=cfg.target_file,
+        target_file=_optional_text(cfg.target_file),
         target_rule=cfg.target_rule,
         targets_dir=cfg.targets_dir,
         data=data,

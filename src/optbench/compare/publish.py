@@ -34,8 +34,9 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     with open_run(client, cfg.experiment, name, tags) as run_id:
         summary, files = write_report(comparison, Path(cfg.output_dir))
         keys = ("experiment", "tune_experiment", "optimizers", "seeds", "max_epochs", "target", "confidence")
-        params = {key: cfg[key] for key in (*keys, "output_dir")}
+        params = {key: cfg[key] for key in (*keys, "target_rule", "profile_time", "profile_max_ratio", "output_dir")}
         params.update(data=option_name(cfg.data), model=option_name(cfg.model), target_used=comparison.target)
+        params["target_source"] = comparison.target_source
         metrics = [Metric(k, v, int(time.time() * 1000), 0) for k, v in flat_metrics(summary).items()]
         log_values(client, run_id, params={k: _plain(v) for k, v in params.items()}, metrics=metrics)
         for path in files:
