@@ -1,7 +1,7 @@
-"""optbench-tune: one Optuna study per optimizer, with an equal budget, pruning, resume and parallel workers.
+"""optbench-tune: Optuna studies per optimizer, with an equal budget, pruning, resume and parallel workers.
 
 optbench-tune optimizer=adam tune=lr tune.n_trials=20
-optbench-tune -m optimizer=sgd,momentum,adam,adamw tune.n_trials=20
+optbench-tune -m optimizer=sgd,momentum,adam,adamw tune=full tune.n_trials=20 tune.n_studies=3
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def main(cfg: DictConfig) -> float | None:
 
         summary = tune(cfg)
     log.info(
-        "Best %s = %s with %s -> %s/best.json",
+        "Best %s (%s) = %s with %s -> %s/best.json",
         summary["metric"],
+        summary["selection"],
         summary["best_value"],
         summary["best_params"],
         summary["output_dir"],

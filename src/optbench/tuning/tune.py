@@ -341,7 +341,7 @@ def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], pa
         "mlflow.runName": f"{trial.study.study_name}-trial{trial.number}",
         TAG_PREFIX + "study": trial.study.study_name,
         TAG_PREFIX + "trial": str(trial.number),
-        TAG_PREFIX + "study_index": str(cfg.seed - cfg.tune.seed),
+        TAG_PREFIX + "study_index": str(cfg.seed - cfg.tune.seed),  # replica_config: seed = tune.seed + index
     }
     trial.set_user_attr("outcome", "running")
     try:
