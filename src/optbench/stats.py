@@ -295,7 +295,9 @@ def censored_claim_test(
         "p_opposite": math.nan,
         "detectable_effect": math.nan,
         "power_note": f"the signed-rank test on {informative} informative seeds cannot give p below "
-        f"{0.5**informative:.3g}",
+        f"{0.5**informative:.3g}"
+        if informative
+        else "no seed separates the two sides",
         "reason": None,
     }
     if both_censored.all():

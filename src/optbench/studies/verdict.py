@@ -134,7 +134,8 @@ def correct(cases: list[dict[str, Any]], confidence: float | None, why_none: str
         case["verdict"] = verdict
     untested = [case["case"] for case in cases if not _tested(case)]
     note = (
-        f"Holm over the {len(family)} claims judged by a test (family-wise error {alpha:g}); "
+        f"Holm over the {len(family)} claim{'s' if len(family) > 1 else ''} judged by a test (family-wise error "
+        f"{alpha:g}); "
         "supported if the adjusted p of the claim's test < alpha, refuted if that of the opposite test is"
     )
     if untested:
