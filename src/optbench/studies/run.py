@@ -39,7 +39,7 @@ def run_study(cfg: DictConfig, output_dir: Path | None = None) -> dict[str, Any]
         with tempfile.TemporaryDirectory(prefix=f"optbench-study-{cfg.name}-") as workdir:
             study = Study(cfg, client, run_id, Path(workdir))
             measured = kind.measure(study)
-        verdict = build_verdict(cfg, kind, measured)
+        verdict = build_verdict(cfg, kind, measured, output_dir)
         minutes = round((time.monotonic() - started) / 60, 2)
         verdict["mlflow"] = {"experiment": experiment, "run_id": run_id, "runs": study.n_runs, "minutes": minutes}
         output_dir.mkdir(parents=True, exist_ok=True)
