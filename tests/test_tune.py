@@ -388,7 +388,6 @@ def test_tuned_list_elements_feed_a_training_config_through_the_overrides():
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason="training.checks.apply_best cannot yet set list elements (optimizer.betas.0)")
 def test_tuned_list_elements_feed_a_training_config_through_best_json(tmp_path):
     best = tmp_path / "best.json"
     params = {"optimizer.lr": 0.01, "optimizer.betas.0": 0.95}

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optbench.core.errors import ConfigError
 from optbench.training.schema import check_schema
@@ -87,7 +88,7 @@ def apply_best(cfg: DictConfig) -> DictConfig:
         parent, _, leaf = str(key).rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         problem = None
-        if any(part.startswith("_") for part in str(key).split(".")) or node is None or leaf not in node:
+        if any(part.startswith("_") for part in str(key).split(".")) or not _has_leaf(node, leaf):
             problem = "it is not a setting of this run's config"
         elif searched is not None and key not in searched:
             problem = f"the study searched only {', '.join(searched)}"
@@ -100,6 +101,13 @@ def apply_best(cfg: DictConfig) -> DictConfig:
         OmegaConf.update(cfg, key, value, merge=False)
     log.info("Tuned settings from %s: %s", path, best["best_params"])
     return cfg
+
+
+def _has_leaf(node: Any, leaf: str) -> bool:
+    """Whether `node.<leaf>` is an existing setting: a key of a mapping, or an index of a list (betas.0)."""
+    if isinstance(node, ListConfig):
+        return leaf.isdigit() and int(leaf) < len(node)
+    return isinstance(node, DictConfig) and leaf in node
 
 
 def require(condition: bool, message: str) -> None:
