@@ -22,11 +22,12 @@ repro: setup
 	@[ -d .dvc ] || $(BIN)/dvc init --quiet
 	$(BIN)/dvc repro
 
+# Tests run on every core (pytest-xdist); each test runs in its own temporary directory.
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --durations=15
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 test-unit: setup
 	$(BIN)/python -m pytest -m unit

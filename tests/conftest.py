@@ -29,6 +29,13 @@ def _unit_tests_do_not_train(request: pytest.FixtureRequest, monkeypatch: pytest
     monkeypatch.setattr(L.Trainer, "fit", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _in_a_fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory: what a command writes relative to it (checkpoints/, outputs/,
+    mlflow.db) can neither leak into the checkout nor be resumed by another test running in parallel."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One real SQLite MLflow store for the session, created once (creation is slow and not concurrent-safe)."""
