@@ -118,7 +118,7 @@ def store(tracking_uri, tmp_path, request, monkeypatch) -> Store:
 def test_mean_and_confidence_interval_match_a_hand_computation(store):
     for seed, acc in enumerate([0.80, 0.90, 0.85]):
         store.run("adam", seed, val_acc=(0.5, acc, acc - 0.1), test_acc=acc - 0.05, train_loss=(1.0, 0.5, acc / 4))
-    store.run("sgd", 0, val_acc=(0.4, 0.6, 0.7))
+    store.run("sgd", 0, val_acc=(0.4, 0.6, 0.7), test_acc=0.65)
 
     table = build_comparison(store.cfg("target=0.5")).table
 
@@ -342,8 +342,8 @@ def test_a_target_no_run_reaches_is_reported_not_an_error(store):
 
 def test_report_files_are_written(store):
     for seed in (0, 1, 2):
-        store.run("adam", seed, val_acc=(0.5, 0.8, 0.85 + seed / 100))
-        store.run("sgd", seed, val_acc=(0.4, 0.6, 0.7 + seed / 100))
+        store.run("adam", seed, val_acc=(0.5, 0.8, 0.85 + seed / 100), test_acc=0.85 + seed / 100)
+        store.run("sgd", seed, val_acc=(0.4, 0.6, 0.7 + seed / 100), test_acc=0.7 + seed / 100)
 
     summary = compare(store.cfg("optimizers=[adam,sgd,lion]"))
 

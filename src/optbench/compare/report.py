@@ -340,8 +340,8 @@ def markdown(comparison: Comparison, images: list[str]) -> str:
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
     lines += ["", *[f"- {line}" for line in legend(comparison)], "", "## Ranking", ""]
     ranked = comparison.table[comparison.table["rank"].notna()].sort_values("rank")
-    lines.append(" > ".join(f"{name} ({row.val_acc_best_mean:.4f})" for name, row in ranked.iterrows()))
-    lines += ["", "by mean best validation accuracy.", ""]
+    lines.append(" > ".join(f"{name} ({row.test_acc_mean:.4f})" for name, row in ranked.iterrows()))
+    lines += ["", "by mean test accuracy (held out: validation accuracy picked the tuned settings).", ""]
     lines += ["## Performance profile and budget curves", "", *[f"{line}\n" for line in profile_lines(comparison)]]
     lines += [f"- {note}" for note in _notes(comparison)] + [""]
     lines += [f"![{Path(image).stem}]({image})" for image in images]
