@@ -202,7 +202,10 @@ class TunedComparison:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in results.items():
-            tuned = ", ".join(f"{k.split('.')[-1]} {v:.3g}" for k, v in r["tuned"]["best_params"].items())
+            tuned = ", ".join(
+                f"{k.removeprefix('optimizer.').removeprefix('scheduler.')} {v:.3g}"
+                for k, v in r["tuned"]["best_params"].items()
+            )
             lines.append(
                 f"| {name} | {tuned} | {fmt_ci(r['test_acc'])} | {fmt_ci(r['val_acc_best'])} | {fmt_ci(r['gap'])} | "
                 f"{fmt(r['steps_to_target']['median'], '.0f')} ({r['reached']}/{len(r['runs'])}) | "
