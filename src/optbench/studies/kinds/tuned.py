@@ -121,6 +121,35 @@ def time_summary(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     }
 
 
+def search_space_lines(results: dict[str, Any]) -> list[str]:
+    """Each case's search space and the spread of its replicated tuning studies' best values."""
+    lines = [
+        "",
+        "| case | search space (log scale unless noted; 1 − x: sampled as 1 − x) | studies' best values: median [min, max] |",
+        "|---|---|---|",
+    ]
+    for name, r in results.items():
+        space = r["tuned"].get("space") or {}
+        keys = []
+        for key, spec in space.items():
+            shown = key.removeprefix("optimizer.").removeprefix("scheduler.")
+            if "choices" in spec:
+                keys.append(f"{shown} ∈ {spec['choices']}")
+                continue
+            shown = f"1 − {shown}" if spec.get("transform") == "one_minus" else shown
+            scale = "" if spec.get("log") else " (linear)"
+            keys.append(f"{shown} ∈ [{spec['low']:.3g}, {spec['high']:.3g}]{scale}")
+        studies = r["tuned"].get("studies") or {}
+        spread = (
+            f"{fmt(studies.get('median'), '.4f')} [{fmt(studies.get('min'), '.4f')}, {fmt(studies.get('max'), '.4f')}] "
+            f"over {len(studies.get('per_study', []))} studies"
+            if studies
+            else "one study"
+        )
+        lines.append(f"| {name} | {'; '.join(keys)} | {spread} |")
+    return lines
+
+
 class TunedComparison:
     plot_name = "comparison.png"
 
@@ -158,7 +187,9 @@ class TunedComparison:
                 runs.append(run)
             per_case[name] = {
                 "overrides": cases[name],
-                "tuned": {k: tuned[k] for k in ("best_params", "best_value", "n_trials", "budget")},
+                "tuned": {
+                    k: tuned.get(k) for k in ("best_params", "best_value", "n_trials", "budget", "space", "studies")
+                },
                 "trials": tuned["trials"],
                 "good_lr_decades": good_lr_width(tuned["trials"], float(cfg.good_lr_tolerance)),
                 "runs": runs,
@@ -212,7 +243,7 @@ class TunedComparison:
                 f"{fmt(r['seconds_to_target']['median'], '.2f')} | {fmt(r['good_lr_decades'], '.2f')} | "
                 f"{r['diverged']}/{len(r['runs'])} |"
             )
-        return lines
+        return lines + search_space_lines(results)
 
     def plot(self, verdict: dict[str, Any], path) -> None:
         fig, (curves, trials) = subplots(1, 2, figsize=(12, 4.5))
