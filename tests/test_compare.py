@@ -691,3 +691,11 @@ def test_the_notebook_executes_against_the_store(store, tmp_path, monkeypatch):
     assert "Best val acc" in html and "adam" in html
     assert "fallback best_optimizer_median" in "".join(o.get("text", "") for o in outputs)  # no targets file here
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # learning curves, time to target, profile
+
+
+def test_accuracy_intervals_are_clipped_to_one(store):
+    for seed, acc in enumerate([0.90, 0.999, 0.995]):
+        store.run("adam", seed, val_acc=(0.5, acc, acc), test_acc=acc)
+    adam = build_comparison(store.cfg("target=0.5")).table.loc["adam"]
+    assert adam.test_acc_high == 1.0 and adam.val_acc_best_high == 1.0  # t-interval alone: above 1
+    assert adam.test_acc_low < adam.test_acc_mean < 1.0

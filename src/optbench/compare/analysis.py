@@ -47,6 +47,8 @@ log = logging.getLogger("optbench.compare")
 
 # Per-run values summarized per optimizer as mean, confidence interval and count over seeds. Times to
 # target are not among them: a mean over the runs that reach the target drops the slow ones.
+# The range of each statistic: its intervals are clipped to it (no accuracy above 1, no loss below 0).
+BOUNDS = {"val_acc_best": (0.0, 1.0), "test_acc": (0.0, 1.0)}
 # Optimizers are ranked by held-out test accuracy: validation accuracy chose the tuned settings and is the
 # tuning objective, so ranking by it would score each optimizer on the split its settings were picked on.
 RANK_BY = "test_acc"
@@ -136,7 +138,7 @@ def aggregate(
             "reached": int(group.reached.sum()),
         }
         for column in STAT_COLUMNS:
-            ci = mean_ci(group[column], confidence)
+            ci = mean_ci(group[column], confidence, BOUNDS.get(column, (0.0, math.inf)))
             row.update({f"{column}_{key}": ci[key] for key in ("mean", "low", "high", "n")})
         for axis, column in TIME_AXES.items():
             times, horizons = group[column].to_list(), group[f"horizon_{axis}"].fillna(0.0).to_list()

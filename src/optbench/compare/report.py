@@ -89,7 +89,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 def legend(comparison: Comparison) -> list[str]:
     level = f"{comparison.confidence:.0%}"
     return [
-        f"Cells: mean over seeds [{level} t-interval: mean ± t(n-1) s/sqrt(n)]; n/a: a single seed, no interval; "
+        f"Cells: mean over seeds [{level} t-interval: mean ± t(n-1) s/sqrt(n), clipped to the metric's range]; n/a: a single seed or no spread, no interval; "
         "missing: no run (or no such metric).",
         "Best val acc: final val/acc_best. Test acc: test/acc at the end. Final train loss: last train/loss.",
         f"Steps / seconds to target: first validated step where val/acc >= {comparison.target:.4f}, and "
