@@ -103,6 +103,7 @@ HEAVY = ("torch", "lightning", "mlflow", "optuna", "pandas")
         ("train", ["optimizer=nosuch"], 1),  # Hydra's own error for an unknown option
         ("tune", ["--help"], 0),
         ("compare", ["--cfg", "job"], 0),
+        ("target", ["--cfg", "job"], 0),
         ("find", ["--help"], 0),
     ],
 )
