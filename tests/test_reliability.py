@@ -219,7 +219,7 @@ def test_a_trial_whose_worker_died_is_retried_once_with_the_same_parameters(tmp_
     assert "RUNNING" not in {r.info.status for r in runs}
 
 
-def test_an_unreachable_tracking_server_fails_within_fifteen_seconds(tmp_path):
+def test_an_unreachable_tracking_server_fails_in_seconds_not_minutes_of_retries(tmp_path):
     env = {**_env(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     started = time.monotonic()
     result = subprocess.run(
@@ -230,7 +230,9 @@ def test_an_unreachable_tracking_server_fails_within_fifteen_seconds(tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2 and time.monotonic() - started < 15 + 10  # + the interpreter's start-up
+    # optbench's bounded check answers in about 15 s plus start-up; MLflow's own retries would take minutes. The
+    # bound is loose because a loaded machine slows the start-up; it still tells the two apart.
+    assert result.returncode == 2 and time.monotonic() - started < 75
     assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
 
