@@ -443,6 +443,13 @@ def test_budget_curves_pool_the_trials_of_every_tuning_study(store):
     report = (store.out / "report.md").read_text()
     assert "adam k=1 0.5333, k=3 0.9000 (2 studies)" in report and "![budget_curves](budget_curves.png)" in report
 
+    rerun = store.client.create_run(tune_exp, tags={"optbench.kind": "study", "optbench.study": "study-b"})
+    tags = {"mlflow.parentRunId": rerun.info.run_id, "optbench.trial": "0", "optbench.study": "study-b"}
+    store.run("adam", 0, val_acc=(0.1, 0.7, 0.7), experiment_id=tune_exp, tags=tags)  # study-b tuned afresh
+    summary = compare(store.cfg(f"tune_experiment={store.experiment}-tune"))
+    assert summary["adam"]["budget_curve"][-1] == pytest.approx(0.9)  # 0.2, 0.9 and the new 0.7; not the old 0.5
+    assert summary["adam"]["budget_curve"][0] == pytest.approx(1.8 / 3)
+
     compare(store.cfg())  # no tuning experiment: no budget curves, and no stale plot left behind
     assert not (store.out / "budget_curves.png").exists()
     assert "budget_curve" not in json.loads((store.out / "summary.json").read_text())["adam"]

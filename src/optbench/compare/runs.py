@@ -226,7 +226,9 @@ def load_trials(
     data: str | None = None,
     model: str | None = None,
 ) -> pd.DataFrame:
-    """Every finished tuning trial (child run of a study): optimizer, study, lr, val_acc_best, outcome."""
+    """The finished trials (child runs) of the newest tuning of each study name: optimizer, study, lr,
+    val_acc_best, outcome. A rerun tuning (`dvc repro` after a change) starts fresh studies under the same
+    names, so only the newest parent run of a name counts: its older trials tuned something else."""
     exp = find_experiment(client, experiment)
     clauses = [
         "attributes.status = 'FINISHED'",
@@ -242,10 +244,16 @@ def load_trials(
             "val_acc_best": r.data.metrics.get("val/acc_best", math.nan),
             "outcome": r.data.tags.get(OUTCOME_TAG, ""),
             "run_id": r.info.run_id,
+            "parent": r.data.tags.get(PARENT_TAG),
+            "start": r.info.start_time,
         }
         for r in found
     ]
-    trials = pd.DataFrame(rows, columns=["optimizer", "study", "lr", "val_acc_best", "outcome", "run_id"])
+    columns = ["optimizer", "study", "lr", "val_acc_best", "outcome", "run_id"]
+    trials = pd.DataFrame(rows, columns=[*columns, "parent", "start"])
+    name = trials.optimizer.fillna("") + "/" + trials.study.fillna("")
+    newest = trials.assign(name=name).sort_values("start").groupby("name").parent.last()
+    trials = trials[trials.parent == name.map(newest)][columns]
     if optimizers is not None:
         trials = trials[trials.optimizer.isin([str(o) for o in optimizers])]
     return trials.reset_index(drop=True)
