@@ -398,6 +398,10 @@ def test_lr_sensitivity_plot_from_tuning_trials(store):
     tune_exp = experiment_id(store.client, store.experiment + "-tune")
     for optimizer in ("adam", "sgd"):
         study = store.client.create_run(tune_exp, tags={"optbench.kind": "study", "optbench.study": optimizer})
+        space = {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True, "transform": None}}
+        if optimizer == "adam":
+            space["optimizer.betas.0"] = {"low": 0.005, "high": 0.5, "log": True, "transform": "one_minus"}
+        store.client.log_param(study.info.run_id, "tune.search_space", repr(space))  # as optbench-tune logs it
         for trial, lr in enumerate((1e-3, 1e-2, 1e-1)):
             store.run(
                 optimizer,
@@ -416,6 +420,8 @@ def test_lr_sensitivity_plot_from_tuning_trials(store):
     compare(store.cfg(f"tune_experiment={store.experiment}-tune"))
     assert (store.out / "lr_sensitivity.png").stat().st_size > 0
     assert "![lr_sensitivity](lr_sensitivity.png)" in (store.out / "report.md").read_text()
+    report = (store.out / "report.md").read_text()
+    assert "adam: lr [0.001, 0.1]; 1 − betas.0 [0.005, 0.5]; sgd: lr [0.001, 0.1]." in report
 
     compare(store.cfg(f"tune_experiment={store.experiment}"))  # no trials there: a note, no plot
     assert not (store.out / "lr_sensitivity.png").exists()

@@ -313,6 +313,13 @@ def profile_lines(comparison: Comparison) -> list[str]:
             )
             + "."
         )
+    if comparison.trials is not None and "space" in comparison.trials and comparison.trials.space.any():
+        spaces = comparison.trials.groupby("optimizer").space.agg(lambda s: sorted(set(s) - {""}))
+        lines.append(
+            "Search spaces (log scale unless marked; 1 − x: x sampled as 1 − x): "
+            + "; ".join(f"{name}: {' | '.join(space)}" for name, space in spaces.items() if space)
+            + "."
+        )
     return lines
 
 

@@ -7,6 +7,7 @@ model) the most recent counts.
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -218,6 +219,24 @@ def load_all_curves(client: MlflowClient, runs: pd.DataFrame) -> dict[str, pd.Da
     return curves
 
 
+def _space(client: MlflowClient, parent_run_id: str) -> str:
+    """The search space a tuning study's parent run logged (param tune.search_space), as one short line."""
+    try:
+        logged = client.get_run(parent_run_id).data.params.get("tune.search_space")
+        space = ast.literal_eval(logged) if logged else {}
+    except (MlflowException, ValueError, SyntaxError):
+        return ""
+    parts = []
+    for key, spec in space.items():
+        shown = key.removeprefix("optimizer.").removeprefix("scheduler.")
+        if isinstance(spec, dict) and "low" in spec:
+            shown = f"1 − {shown}" if spec.get("transform") == "one_minus" else shown
+            parts.append(f"{shown} [{spec['low']:.3g}, {spec['high']:.3g}]{'' if spec.get('log') else ' linear'}")
+        elif isinstance(spec, dict) and "choices" in spec:
+            parts.append(f"{shown} in {spec['choices']}")
+    return "; ".join(parts)
+
+
 def load_trials(
     client: MlflowClient,
     experiment: str,
@@ -253,7 +272,9 @@ def load_trials(
     trials = pd.DataFrame(rows, columns=[*columns, "parent", "start"])
     name = trials.optimizer.fillna("") + "/" + trials.study.fillna("")
     newest = trials.assign(name=name).sort_values("start").groupby("name").parent.last()
-    trials = trials[trials.parent == name.map(newest)][columns]
+    trials = trials[trials.parent == name.map(newest)]
+    spaces = {parent: _space(client, parent) for parent in trials.parent.dropna().unique()}
+    trials = trials.assign(space=trials.parent.map(spaces))[[*columns, "space"]]
     if optimizers is not None:
         trials = trials[trials.optimizer.isin([str(o) for o in optimizers])]
     return trials.reset_index(drop=True)
