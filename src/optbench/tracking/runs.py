@@ -1,9 +1,10 @@
 """MLflow naming, tagging and run lifecycle.
 
 Every optbench run is an MLflow run whose parameters are the flattened resolved config (dot-separated
-keys such as optimizer.lr), so any two runs line up column for column in the MLflow UI. The run is
-created before training and always ends in a final state: FINISHED (tag optbench.outcome = completed,
-diverged or pruned), FAILED, or KILLED; never left RUNNING.
+keys such as optimizer.lr; a null setting is left out, not logged as "None"), so any two runs line up
+column for column in the MLflow UI. The run is created before training and always ends in a final state:
+FINISHED (tag optbench.outcome = completed, diverged or pruned), FAILED, or KILLED; never left RUNNING.
+MLflow's own panels (description, dataset, system metrics, experiment kind) are filled by panels.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import optbench
+from optbench.tracking.panels import (
+    NOTE_TAG,
+    description,
+    log_dataset,
+    set_experiment_kind,
+    source_tags,
+    system_metrics,
+)
 from optbench.tracking.store import open_store, owner_tag
 
 TAG_PREFIX = "optbench."
@@ -39,14 +48,15 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if it does not exist yet."""
+    """The id of experiment `name`, created if it does not exist yet, tagged as model development (an
+    older optbench experiment gets the tag too)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_artifact_root(client.tracking_uri))
-    except MlflowException:  # another process created it in the meantime
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        with suppress(MlflowException):  # another process may have created it in the meantime
+            client.create_experiment(name, artifact_location=_artifact_root(client.tracking_uri))
+        experiment = client.get_experiment_by_name(name)
+    set_experiment_kind(client, experiment)
+    return experiment.experiment_id
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
@@ -65,26 +75,28 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """Parameters logged for a run: the flattened config without file paths that differ per machine (and
-    `resume`, which differs between an interrupted run and its continuation)."""
+    """Parameters logged for a run: the flattened config without null settings (MLflow has no null; the
+    string "None" would read as a value) and without file paths that differ per machine (and `resume`,
+    which differs between an interrupted run and its continuation)."""
     skip = {"metrics_path", "params_path", "logger.tracking_uri", "data.root", "resume", "checkpoint.dir"}
-    return {key: str(value) for key, value in flatten(cfg).items() if key not in skip}
+    return {key: str(value) for key, value in flatten(cfg).items() if key not in skip and value is not None}
 
 
 def log_values(
     client: MlflowClient, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Sequence[Metric] = ()
 ) -> None:
-    """Log parameters (values as str) and metrics in one call; MlflowClient.log_batch splits it into
-    requests within MLflow's batch limits."""
-    client.log_batch(
-        run_id, params=[Param(key, str(value)) for key, value in (params or {}).items()], metrics=list(metrics)
-    )
+    """Log parameters (values as str, None left out) and metrics in one call; MlflowClient.log_batch splits
+    it into requests within MLflow's batch limits."""
+    params = [Param(key, str(value)) for key, value in (params or {}).items() if value is not None]
+    client.log_batch(run_id, params=params, metrics=list(metrics))
 
 
 def provenance_tags() -> dict[str, str]:
-    """The tags every run optbench opens carries: optbench version and the git state of its source."""
+    """The tags every run optbench opens carries: optbench version, the git state of its source, and who
+    and which command made it (MLflow's "Created by" and "Source")."""
     commit, dirty = git_state()
     tags = {
+        **source_tags(),
         "mlflow.source.git.commit": commit,
         TAG_PREFIX + "git_commit": commit,
         TAG_PREFIX + "git_dirty": str(dirty).lower(),
@@ -144,6 +156,7 @@ def device_description(accelerator: str) -> str:
 def run_tags(cfg: DictConfig, data_fingerprint: str) -> dict[str, str]:
     return {
         **provenance_tags(),
+        NOTE_TAG: description(cfg, data_fingerprint),
         TAG_PREFIX + "data_fingerprint": data_fingerprint,
         TAG_PREFIX + "device": device_description(cfg.trainer.accelerator),
         TAG_PREFIX + "outcome": "running",
@@ -188,11 +201,13 @@ def tracked_run(
     tracked = TrackedRun(client, run.info.run_id, cfg.experiment)
     try:
         log_values(client, run.info.run_id, params=run_params(cfg))
+        log_dataset(client, run.info.run_id, cfg.data, data_fingerprint)
         tracked.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         if HydraConfig.initialized():
             overrides = HydraConfig.get().overrides.task
             tracked.log_text(OmegaConf.to_yaml(list(overrides)), "overrides.yaml")
-        yield tracked
+        with system_metrics(client, run.info.run_id, resume=run_id is not None):
+            yield tracked
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the run was stopped, it did not fail
         _terminate(client, run.info.run_id, "KILLED", "killed")
         raise
