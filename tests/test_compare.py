@@ -285,7 +285,8 @@ def test_the_comparison_run_is_logged_and_excluded_from_the_next_comparison(stor
     second = compare(store.cfg())
 
     assert first["n_runs"] == second["n_runs"] == 2
-    comparisons = [r for r in runs_of(store.client, store.experiment) if r.info.run_id not in ids]
+    assert {r.info.run_id for r in runs_of(store.client, store.experiment)} == ids  # training runs only
+    comparisons = runs_of(store.client, store.experiment + "-compare")
     assert len(comparisons) == 2
     for run in comparisons:
         assert run.data.tags["optbench.kind"] == "comparison"

@@ -215,10 +215,24 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None or str(value).strip().lower() in ("", "none", "null") else str(value)
 
 
+def epochs_filter(cfg: DictConfig) -> int | None:
+    """`epochs` (the name params.yaml and optbench-target use), or its deprecated name `max_epochs`."""
+    epochs, old = cfg.get("epochs"), cfg.get("max_epochs")
+    if old is not None:
+        if epochs is not None and epochs != old:
+            raise ConfigError(f"epochs={epochs} and max_epochs={old} disagree: max_epochs is the old name, drop it.")
+        log.warning("max_epochs is deprecated: use epochs=%s", old)
+        epochs = old
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"epochs must be a positive integer or null (every epoch count), got {epochs!r}.")
+    return epochs
+
+
 def check_config(cfg: DictConfig) -> None:
     if not 0 < cfg.confidence < 1:
         raise ConfigError(f"confidence must lie strictly between 0 and 1, got {cfg.confidence}.")
     config_target(cfg)
+    epochs_filter(cfg)
     if cfg.target_rule not in RULES:
         raise ConfigError(f"target_rule must be one of {', '.join(RULES)}, got {cfg.target_rule!r}.")
     if cfg.profile_time not in TIME_AXES:
@@ -253,9 +267,8 @@ def build_comparison(cfg: DictConfig) -> Comparison:
     client = open_client(cfg.tracking_uri)
     optimizers, seeds = selection(cfg)
     data, model = option_name(cfg.data), option_name(cfg.model)
-    runs = load_runs(
-        client, cfg.experiment, optimizers=optimizers, seeds=seeds, data=data, model=model, max_epochs=cfg.max_epochs
-    )
+    epochs = epochs_filter(cfg)
+    runs = load_runs(client, cfg.experiment, optimizers=optimizers, seeds=seeds, data=data, model=model, epochs=epochs)
     trials = None
     if cfg.tune_experiment:
         trials = load_trials(client, cfg.tune_experiment, optimizers=optimizers, data=data, model=model)
@@ -277,7 +290,7 @@ def build_comparison(cfg: DictConfig) -> Comparison:
     budget = {}
     if trials is not None:
         budget = {k: v for k, v in budget_curves(trials).items() if k in names}
-    notes = reference_notes(target, runs, cfg.max_epochs)
+    notes = reference_notes(target, runs, epochs)
     for name in table.index[table.missing]:
         log.warning("optimizer %s is listed but has no matching finished run: reported as missing", name)
         notes.append(f"{name}: listed in optimizers, but no matching finished run (missing).")

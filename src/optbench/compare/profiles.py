@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from optbench.compare.styles import line_style
 from optbench.core.figures import save_figure, subplots
 
 R_MAX = 4.0  # AlgoPerf's upper limit of the performance-profile integral
@@ -90,8 +91,9 @@ def plot_profile(ratios: pd.DataFrame, scores: dict[str, float], axis: str, r_ma
     taus = taus[(taus >= 1.0) & (taus <= r_max)]
     rho = profile(ratios, taus)
     fig, ax = subplots(figsize=(7, 4.5))
-    for name in rho.columns:
-        ax.step(rho.index, rho[name], where="post", label=f"{name} (score {scores[name]:.3f})", lw=1.5)
+    for k, name in enumerate(rho.columns):
+        style = {**line_style(k, len(rho)), "markevery": max(1, len(rho) // 8) + k}  # markers not on top of each other
+        ax.step(rho.index, rho[name], where="post", label=f"{name} (score {scores[name]:.3f})", lw=1.5, **style)
     ax.set(xlim=(1.0, r_max), ylim=(-0.02, 1.02), xlabel=f"tau: {axis} to target / fastest optimizer's")
     ax.set_ylabel(f"rho(tau): fraction of {len(ratios)} problems")
     ax.set_title("Performance profile (Dolan-Moré); score = integral of rho over [1, r_max] / (r_max - 1)", fontsize=9)
@@ -104,8 +106,9 @@ def plot_profile(ratios: pd.DataFrame, scores: dict[str, float], axis: str, r_ma
 def plot_budget_curves(curves: dict[str, list[float]], path=None):
     """Expected best val/acc_best against the number of tuning trials, one line per optimizer."""
     fig, ax = subplots(figsize=(7, 4.5))
-    for name, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, lw=1.5, label=f"{name} ({len(curve)} trials)")
+    for k, (name, curve) in enumerate(curves.items()):
+        style = {**line_style(k, len(curve)), "markevery": 1}
+        ax.plot(range(1, len(curve) + 1), curve, lw=1.5, label=f"{name} ({len(curve)} trials)", **style)
     ax.set(xlabel="tuning trials k", ylabel="expected best val/acc_best")
     ax.set_title("Budget curves: E[best of k trials drawn without replacement], studies pooled", fontsize=9)
     ax.grid(alpha=0.3)

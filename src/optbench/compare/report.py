@@ -1,8 +1,9 @@
 """Rendering of an optimizer comparison (compare.py): table cells, plots, curve tables and the report files.
 
 Files written to the output directory:
-    summary.json                   DVC metrics: target and its source, n_runs, and per optimizer a flat dict
-                                   of numbers (and its budget_curve list)
+    summary.json                   target and its source, n_runs, and per optimizer a flat dict of numbers
+                                   (and its budget_curve list)
+    metrics/<optimizer>.json       DVC metrics, one row per optimizer in `dvc metrics show`: HEADLINE numbers
     report.md, report.html         the table, the target and its source, ranking notes, performance profile
                                    and budget curves, and the plots (HTML: embedded)
     learning_curves.png            train/loss and val/acc against step and seconds, mean and min-max band
@@ -16,14 +17,11 @@ Files written to the output directory:
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -31,9 +29,13 @@ from rich.table import Table
 from rich.text import Text
 
 from optbench.compare.analysis import Comparison
+from optbench.compare.page import html_page
 from optbench.compare.profiles import plot_budget_curves, plot_profile
+from optbench.compare.styles import colors, line_style
 from optbench.core.figures import plot_trials, save_figure, subplots
 
+# The numbers of `dvc metrics show`: few enough for one terminal line per optimizer (summary.json has all).
+HEADLINE = ("rank", "test_acc", "val_acc_best", "train_loss", "steps_to_target", "profile_score", "n_diverged")
 BAND = "min-max over seeds"  # what the shaded band of a learning curve is
 SECONDS_X = "mean over seeds of time/train_s at each step"  # where a point sits on the seconds axis
 CURVES = {"train_loss": "train/loss", "val_acc": "val/acc"}
@@ -136,11 +138,6 @@ def curve_tables(curves: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {f"{name}_{axis}": curve_band(curves[metric], axis) for name, metric in CURVES.items() for axis in AXES}
 
 
-def colors(names: list[str]) -> dict[str, Any]:
-    cmap = matplotlib.colormaps["tab10"]
-    return {name: cmap(i % 10) for i, name in enumerate(names)}
-
-
 def plot_learning_curves(
     curves: dict[str, pd.DataFrame],
     target: float | None = None,
@@ -155,11 +152,12 @@ def plot_learning_curves(
     for i, (name, metric) in enumerate(CURVES.items()):
         for j, (axis, label) in enumerate(AXES.items()):
             ax, band = axes[i, j], tables[f"{name}_{axis}"]
-            for optimizer in names:
+            for k, optimizer in enumerate(names):
                 b = band[band.optimizer == optimizer]
                 if b.empty:
                     continue
-                ax.plot(b[axis], b.value_mean, color=color[optimizer], label=optimizer, lw=1.5)
+                style = line_style(k, len(b))
+                ax.plot(b[axis], b.value_mean, color=color[optimizer], label=optimizer, lw=1.5, **style)
                 ax.fill_between(b[axis], b.value_low, b.value_high, color=color[optimizer], alpha=0.2, lw=0)
             if metric == "val/acc" and target is not None:
                 ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.4f}")
@@ -330,13 +328,27 @@ def _notes(comparison: Comparison) -> list[str]:
     return notes
 
 
+def workload(comparison: Comparison) -> str:
+    """What was compared, from the runs themselves: "mnist5k, cnn, 4 epochs"."""
+    runs = comparison.runs
+
+    def values(column: str) -> list[str]:
+        found = runs[column].dropna() if column in runs else []
+        shown = {f"{v:g}" if isinstance(v, float) else str(v) for v in found if v != "" and v == v}
+        return sorted(shown) or ["?"]
+
+    return f"{'/'.join(values('data'))}, {'/'.join(values('model'))}, {'/'.join(values('epochs'))} epochs"
+
+
 def markdown(comparison: Comparison, images: list[str]) -> str:
+    """report.md; report.html is this text rendered (page.py), so the two never differ in content."""
     shown = format_table(comparison.table)
     lines = [
-        f"# Optimizer comparison: {comparison.experiment}",
+        f"# Optimizer comparison: {workload(comparison)}",
         "",
-        f"{len(comparison.runs)} finished training runs from MLflow ({comparison.tracking_uri}), "
-        f"{comparison.runs.optimizer.nunique()} optimizers, seeds {sorted(set(comparison.runs.seed))}.",
+        f"{len(comparison.runs)} finished training runs of MLflow experiment {comparison.experiment} "
+        f"({comparison.tracking_uri}), {comparison.runs.optimizer.nunique()} optimizers, "
+        f"seeds {sorted(set(comparison.runs.seed))}.",
         "",
         f"**Target** val/acc = {comparison.target:.4f}: {comparison.target_rule}. Source: {comparison.target_source}.",
         "",
@@ -350,35 +362,9 @@ def markdown(comparison: Comparison, images: list[str]) -> str:
     lines.append(" > ".join(f"{name} ({row.test_acc_mean:.4f})" for name, row in ranked.iterrows()))
     lines += ["", "by mean test accuracy (held out: validation accuracy picked the tuned settings).", ""]
     lines += ["## Performance profile and budget curves", "", *[f"{line}\n" for line in profile_lines(comparison)]]
-    lines += [f"- {note}" for note in _notes(comparison)] + [""]
+    lines += ["## Notes", "", *[f"- {note}" for note in _notes(comparison)], ""]
     lines += [f"![{Path(image).stem}]({image})" for image in images]
     return "\n".join(lines) + "\n"
-
-
-def html_page(comparison: Comparison, images: list[Path]) -> str:
-    shown = format_table(comparison.table)
-    esc = html.escape
-    embedded = "".join(
-        f'<p><img alt="{esc(p.stem)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
-        for p in images
-    )
-    notes = "".join(f"<li>{esc(n)}</li>" for n in _notes(comparison))
-    keys = "".join(f"<li>{esc(n)}</li>" for n in legend(comparison))
-    profiles = "".join(f"<p>{esc(line)}</p>" for line in profile_lines(comparison))
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Optimizer comparison: {esc(comparison.experiment)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:80em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:nth-child(2){{text-align:left}}
-img{{max-width:100%}}</style></head><body>
-<h1>Optimizer comparison: {esc(comparison.experiment)}</h1>
-<p>{len(comparison.runs)} finished training runs from MLflow ({esc(comparison.tracking_uri)}).</p>
-<p><b>Target</b> val/acc = {comparison.target:.4f}: {esc(comparison.target_rule)}.
-Source: {esc(comparison.target_source)}.</p>
-{shown.to_html(index=False, escape=True, border=0)}
-<ul>{keys}</ul><h2>Performance profile and budget curves</h2>{profiles}<h2>Notes</h2><ul>{notes}</ul>
-{embedded}
-</body></html>
-"""
 
 
 def write_report(comparison: Comparison, out: Path) -> tuple[dict[str, Any], list[Path]]:
@@ -406,15 +392,34 @@ def write_report(comparison: Comparison, out: Path) -> tuple[dict[str, Any], lis
     comparison.runs.drop(columns=["start_time"]).to_csv(out / "runs.csv", index=False, float_format="%.6g")
     summary = summary_dict(comparison)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(comparison, [p.name for p in images]))
-    (out / "report.html").write_text(html_page(comparison, images))
+    files += write_headline_metrics(summary, out / "metrics")
+    text = markdown(comparison, [p.name for p in images])
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(html_page(text, out, f"Optimizer comparison: {workload(comparison)}"))
     files += [out / name for name in ("runs.csv", "summary.json", "report.md", "report.html")]
     return summary, files
 
 
+def write_headline_metrics(summary: dict[str, Any], folder: Path) -> list[Path]:
+    """metrics/<optimizer>.json: the HEADLINE numbers of each optimizer (undefined ones left out), one file
+    per optimizer so that `dvc metrics show` prints one narrow row each. Files of optimizers no longer
+    compared are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.json"):
+        stale.unlink()
+    files = []
+    for name, entry in summary.items():
+        if isinstance(entry, dict):
+            path = folder / f"{name}.json"
+            path.write_text(json.dumps({k: entry[k] for k in HEADLINE if entry.get(k) is not None}, indent=2) + "\n")
+            files.append(path)
+    return files
+
+
 def print_table(comparison: Comparison, console: Console | None = None) -> None:
     shown = format_table(comparison.table)
-    table = Table(title=f"{comparison.experiment}: target val/acc {comparison.target:.4f}", show_lines=False)
+    title = f"{workload(comparison)} ({comparison.experiment}): target val/acc {comparison.target:.4f}"
+    table = Table(title=title, show_lines=False)
     for column in shown.columns:
         table.add_column(column, justify="left" if column == "Optimizer" else "right")
     for row in shown.itertuples(index=False):

@@ -1,7 +1,7 @@
 """Training runs, their curves and tuning trials, read back from MLflow's search API (never local files).
 
 The training runs are the FINISHED runs of an experiment with no parent run and no optbench.kind tag,
-filtered by optimizer, seed, data, model and max_epochs; of several runs of one (optimizer, seed, data,
+filtered by optimizer, seed, data, model and epochs (trainer.max_epochs); of several runs of one (optimizer, seed, data,
 model) the most recent counts.
 """
 
@@ -32,7 +32,7 @@ RUN_METRICS = {
     "state_to_param_ratio": "optimizer/state_to_param_ratio",
     "samples_per_sec": "train/samples_per_sec",
 }
-WORKLOAD = ("data", "model", "data_fingerprint", "val_check_interval", "check_val_every_n_epoch")
+WORKLOAD = ("data", "model", "epochs", "data_fingerprint", "val_check_interval", "check_val_every_n_epoch")
 CURVE_METRICS = ("val/acc", "time/train_s", "train/loss", "train/samples_per_sec")
 
 
@@ -86,8 +86,8 @@ def option_name(node: Any) -> str | None:
     return None if node is None else str(node)
 
 
-def _param_filters(data: str | None, model: str | None, max_epochs: int | None) -> list[str]:
-    pairs = {"data.name": data, "model.name": model, "trainer.max_epochs": max_epochs}
+def _param_filters(data: str | None, model: str | None, epochs: int | None) -> list[str]:
+    pairs = {"data.name": data, "model.name": model, "trainer.max_epochs": epochs}
     return [f"params.`{key}` = '{value}'" for key, value in pairs.items() if value is not None]
 
 
@@ -111,7 +111,7 @@ def load_runs(
     seeds: Sequence[int] | None = None,
     data: str | None = None,
     model: str | None = None,
-    max_epochs: int | None = None,
+    epochs: int | None = None,
 ) -> pd.DataFrame:
     """One row per selected training run: optimizer, seed, run_id, start_time, diverged and final metrics.
 
@@ -120,7 +120,7 @@ def load_runs(
     """
     exp = find_experiment(client, experiment)
     clauses = ["attributes.status = 'FINISHED'", f"tags.`{PARENT_TAG}` IS NULL", f"tags.`{KIND_TAG}` IS NULL"]
-    found = search_all(client, [exp.experiment_id], " AND ".join(clauses + _param_filters(data, model, max_epochs)))
+    found = search_all(client, [exp.experiment_id], " AND ".join(clauses + _param_filters(data, model, epochs)))
     rows = []
     for run in found:
         params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
@@ -137,6 +137,7 @@ def load_runs(
             "diverged": metrics.get("train/diverged", 0.0) >= 1 or outcome == "diverged",
             "data": params.get("data.name", ""),
             "model": params.get("model.name", ""),
+            "epochs": _number(params.get("trainer.max_epochs")),
             "data_fingerprint": tags.get(TAG_PREFIX + "data_fingerprint", ""),
             # the resolution of time to target: validation every N steps (None: once per epoch)
             "val_check_interval": _number(params.get("trainer.val_check_interval")),
@@ -156,7 +157,7 @@ def load_runs(
     newest = newest.sort_values(["optimizer", "seed"]).reset_index(drop=True)
     newest.attrs["superseded"] = len(runs) - len(newest)
     if newest.empty:
-        chosen = {"optimizers": optimizers, "seeds": seeds, "data": data, "model": model, "max_epochs": max_epochs}
+        chosen = {"optimizers": optimizers, "seeds": seeds, "data": data, "model": model, "epochs": epochs}
         filters = ", ".join(f"{k}={v}" for k, v in chosen.items() if v is not None) or "no filters"
         every = search_all(client, [exp.experiment_id], " AND ".join(clauses))
         raise ConfigError(
@@ -171,7 +172,7 @@ def _describe(runs: list) -> str:
     keys = {
         "data": "data.name",
         "model": "model.name",
-        "max_epochs": "trainer.max_epochs",
+        "epochs": "trainer.max_epochs",
         "optimizers": "optimizer.name",
         "seeds": "seed",
     }
