@@ -59,3 +59,14 @@ benchmark: setup
 
 clean:
 	rm -rf outputs multirun lightning_logs
+
+# Looking at results without a network: `dvc plots show` with the vendored Vega scripts (vendor/vega/,
+# also set in .dvc/config), and `dvc exp show` narrowed to the columns that matter (each optimizer's test
+# accuracy and the knobs of params.yaml, as a Markdown table) instead of every param of every pipeline.
+.PHONY: plots exp-show
+EXP_COLUMNS := Experiment|Created|.*:test_acc$$|(params.yaml:)?(data|model|epochs|optimizers|seeds)$$
+plots: setup
+	$(BIN)/dvc plots show --html-template vendor/vega/dvc_plots.html -o dvc_plots
+
+exp-show: setup
+	$(BIN)/dvc exp show --no-pager --md --drop '.*' --keep '$(EXP_COLUMNS)'
