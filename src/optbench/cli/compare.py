@@ -1,7 +1,7 @@
 """optbench-compare: the comparison report of finished training runs, read back from MLflow.
 
 optbench-compare
-optbench-compare optimizers=[sgd,adam] data=mnist5k max_epochs=5 tune_experiment=optbench-tune
+optbench-compare optimizers=[sgd,adam] data=mnist5k epochs=5 tune_experiment=optbench-tune
 """
 
 from __future__ import annotations
