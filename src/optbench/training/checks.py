@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optbench.core.errors import ConfigError
-from optbench.training.schema import check_schema
+from optbench.training.schema import OPTBENCH_TRAINER_KEYS, check_schema
 
 log = logging.getLogger("optbench.training.checks")
 
@@ -52,11 +52,12 @@ def _check_trainer_keys(cfg: DictConfig) -> None:
     import lightning.pytorch as L
 
     known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
-    unknown = sorted(set(cfg.trainer) - known)
+    unknown = sorted(set(cfg.trainer) - known - set(OPTBENCH_TRAINER_KEYS))
     if unknown:
         raise ConfigError(
             f"trainer has no setting {', '.join(unknown)}: trainer.* are arguments of Lightning's Trainer "
-            "(https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags)."
+            "(https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags), besides optbench's "
+            f"own {', '.join(OPTBENCH_TRAINER_KEYS)}."
         )
 
 

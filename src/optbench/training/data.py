@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from optbench.core.errors import ConfigError, DataNotFoundError
@@ -123,6 +122,8 @@ def load_prepared(path: Path, name: str) -> Dataset:
 
 
 def _stratified_splits(x: Tensor, y: Tensor, cfg: DictConfig) -> tuple[Split, Split, Split]:
+    from sklearn.model_selection import train_test_split  # imported here: a prepared split does not need it
+
     held_out = cfg.val_fraction + cfg.test_fraction
     idx = np.arange(len(y))
     train, rest = train_test_split(idx, test_size=held_out, stratify=y, random_state=cfg.split_seed)
@@ -209,6 +210,8 @@ def _torchvision(cfg: DictConfig) -> Dataset:
     x, y = tensors(full_train)
     if not 0 < cfg.val_size < len(y):
         raise ConfigError(f"data.val_size must be between 1 and {len(y) - 1}, got {cfg.val_size}.")
+    from sklearn.model_selection import train_test_split
+
     train_idx, val_idx = train_test_split(
         np.arange(len(y)), test_size=cfg.val_size, stratify=y, random_state=cfg.split_seed
     )
@@ -294,6 +297,7 @@ class IndexBatches:
             order = order.repeat(math.ceil(self.shard_size * self.world_size / n))
             order = order[: self.shard_size * self.world_size][self.rank :: self.world_size]
         if self.shuffle or self.world_size > 1:
+            order = order.to(self.split.x.device)
             x, y = self.split.x[order], self.split.y[order]  # one gather per epoch, then views
         else:
             x, y = self.split.x, self.split.y
@@ -308,25 +312,52 @@ class IndexBatches:
 class TensorDataModule(L.LightningDataModule):
     """Serves a `Dataset` to Lightning as `IndexBatches`, sharded by rank under DDP."""
 
-    def __init__(self, data: Dataset, batch_size: int, seed: int = 0, augment: bool = False) -> None:
+    def __init__(
+        self,
+        data: Dataset,
+        batch_size: int,
+        seed: int = 0,
+        augment: bool = False,
+        on_device: bool = True,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         self.data, self.batch_size, self.seed, self.augment = data, batch_size, seed, augment
+        self.on_device = on_device  # on an accelerator, copy each split there once (trainer.data_on_device)
+        self.channels_last = channels_last  # image batches in channels_last memory format (trainer.channels_last)
         self._mean = torch.tensor(data.mean).view(-1, 1, 1) if data.mean else None
         self._std = torch.tensor(data.std).view(-1, 1, 1) if data.std else None
+        self._resident: dict[int, Split] = {}
 
     def _normalize(self, x: Tensor) -> Tensor:
-        if self._mean is None:
-            return x
-        return (x.float().div(255) - self._mean) / self._std
+        if self._mean is not None:
+            if self._mean.device != x.device:
+                self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
+            x = (x.float().div(255) - self._mean) / self._std
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _placed(self, split: Split) -> Split:
+        """`split` on the trainer's accelerator (copied once, then every batch is sliced there: no copy and no
+        host sync per batch), or as it is on the CPU. The batch order is still drawn on the CPU, so a seed
+        gives the same batches on every device."""
+        trainer = self.trainer
+        if not (self.on_device and trainer and trainer.strategy.root_device.type != "cpu"):
+            return split
+        if id(split) not in self._resident:
+            device = trainer.strategy.root_device
+            self._resident[id(split)] = Split(split.x.to(device), split.y.to(device))
+        return self._resident[id(split)]
 
     def _train_transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        x = self._normalize(x)
-        return random_crop_flip(x, generator) if self.augment else x
+        x = random_crop_flip(self._normalize(x), generator) if self.augment else self._normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def _batches(self, split: Split, shuffle: bool) -> IndexBatches:
         trainer = self.trainer
         return IndexBatches(
-            split,
+            self._placed(split),
             self.batch_size,
             shuffle=shuffle,
             seed=self.seed,

@@ -19,6 +19,8 @@ from optbench.core.errors import ConfigError
 # Groups whose option files declare every key a config of theirs may hold (optimizer keys are checked
 # against the optimizer's constructor instead, trainer keys against Lightning's Trainer).
 DECLARED_GROUPS = ("data", "model", "scheduler", "precision", "strategy", "logger")
+# trainer.* keys that optbench applies itself rather than handing them to Lightning's Trainer.
+OPTBENCH_TRAINER_KEYS = ("compile", "channels_last", "data_on_device")
 # Modules whose classes `optimizer._target_` may name; extend with `allowed_modules` in the config.
 ALLOWED_OPTIMIZER_MODULES = ("torch.optim", "pytorch_optimizer")
 
@@ -56,6 +58,10 @@ def _each(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) > 0 and all(check(x) for x in v)
 
 
+def _boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
 def _batch_limit(v: Any) -> bool:  # Lightning's limit_*_batches: a count, or a fraction of the batches
     return (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (_number(v) and 0.0 <= v <= 1.0)
 
@@ -91,6 +97,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.limit_test_batches": (_optional(_batch_limit), "a count >= 0 or a fraction in [0, 1]"),
     "trainer.log_every_n_steps": (_optional(_count(1)), "a positive number of steps"),
     "trainer.check_val_every_n_epoch": (_optional(_count(1)), "a positive number of epochs"),
+    "trainer.compile": (_boolean, "true or false"),
+    "trainer.channels_last": (_boolean, "true or false"),
+    "trainer.data_on_device": (_boolean, "true or false"),
     "checkpoint.every_n_epochs": (_count(1), "a positive number of epochs"),
     "checkpoint.every_n_train_steps": (_optional(_count(1)), "a positive number of steps, or null"),
 }
