@@ -16,22 +16,23 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as L
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.tuner import Tuner
-from mlflow.entities import Metric
 from omegaconf import DictConfig, open_dict
 from torch.optim import LBFGS
 
 from optbench.core.errors import ConfigError
 from optbench.core.files import write_json
-from optbench.tracking import TrackedRun, log_values, run_for
 from optbench.training.checks import apply_best, is_number, require, validate
 from optbench.training.data import IndexBatches, TensorDataModule
 from optbench.training.optim import optimizer_class
-from optbench.training.train import build_components, build_trainer
+from optbench.training.train import build_components, build_trainer, tracking
+
+if TYPE_CHECKING:
+    from optbench.tracking import TrackedRun
 
 log = logging.getLogger("optbench.training.finder")
 
@@ -169,7 +170,7 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(f.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     data, datamodule, module = build_components(cfg)
-    with run_for(cfg, data.fingerprint, {KIND_TAG: "lr_find"}) as run:
+    with tracking(cfg, data.fingerprint, {KIND_TAG: "lr_find"}, None) as run:
         # No validation (check_val_every_n_epoch beyond the last epoch): the test reads training losses only.
         # Enough epochs for num_training steps even when an epoch is a single batch; the run's own
         # scheduler is built at this length and then replaced by the test's growing learning rate.
@@ -225,6 +226,10 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
             if suggestion is not None:
                 metrics["lr_find/suggestion"] = suggestion
             _log_results(run, metrics, [plot_path, output_dir / "lr_find.json"])
+            from mlflow.entities import Metric  # only with a run: logger=none never imports MLflow
+
+            from optbench.tracking import log_values
+
             now = int(time.time() * 1000)
             curve = [
                 Metric(key, value, now, step)
@@ -295,7 +300,7 @@ def batch_size_find(cfg: DictConfig) -> dict[str, Any]:
         data, plain_datamodule.batch_size, seed=plain_datamodule.seed, augment=plain_datamodule.augment
     )
     n_train = len(data.train)
-    with run_for(cfg, data.fingerprint, {KIND_TAG: "batch_size_find"}) as run:
+    with tracking(cfg, data.fingerprint, {KIND_TAG: "batch_size_find"}, None) as run:
         trainer = _tuner_trainer(cfg, output_dir)
         if trainer.num_devices * trainer.num_nodes > 1:  # e.g. strategy.devices=auto on a multi-GPU machine
             raise ConfigError(

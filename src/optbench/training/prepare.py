@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from optbench.core import timings
 from optbench.core.files import write_json
 from optbench.training.data import load_dataset, save_prepared
 
@@ -21,8 +22,9 @@ log = logging.getLogger("optbench.training.prepare")
 
 def prepare(cfg: DictConfig) -> dict:
     """Save the split of `cfg.data` to `cfg.output`, and its description to `cfg.info`."""
-    data = load_dataset(cfg.data)
-    save_prepared(data, Path(cfg.output))
+    with timings.phase("data"):
+        data = load_dataset(cfg.data)
+        save_prepared(data, Path(cfg.output))
     info = {
         "data": data.name,
         "fingerprint": data.fingerprint,

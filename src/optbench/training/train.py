@@ -12,9 +12,9 @@ import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as L
 import torch
@@ -26,15 +26,20 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from optbench.core import timings
 from optbench.core.errors import ConfigError, RunInterrupted
 from optbench.core.files import write_json
-from optbench.tracking import TrackedRun, run_for
 from optbench.training.callbacks import SaveFinalParams
 from optbench.training.checks import apply_best, validate
+from optbench.training.console import ProgressBar
 from optbench.training.data import Dataset, TensorDataModule, load_dataset
 from optbench.training.models import build_model, num_parameters
 from optbench.training.module import OptbenchModule
 from optbench.training.resume import plan_resume
+from optbench.training.schema import OPTBENCH_TRAINER_KEYS
+
+if TYPE_CHECKING:
+    from optbench.tracking import TrackedRun
 
 log = logging.getLogger("optbench.training.train")
 
@@ -47,6 +52,7 @@ def train(
     `callbacks` join the Trainer's (the tuner passes Optuna's pruning callback); `tags` join the MLflow
     run's (the tuner makes each trial a child of its study's run).
     """
+    timings.begin()
     cfg = apply_best(cfg)
     validate(cfg)
     check_writable(cfg.metrics_path, cfg.get("params_path"))
@@ -60,15 +66,17 @@ def train(
     callbacks = [*callbacks, signals]
     with (
         signals.installed(),
-        run_for(cfg, data.fingerprint, tags, run_id=resume.run_id if resume else None) as run,
+        tracking(cfg, data.fingerprint, tags, run_id=resume.run_id if resume else None) as run,
     ):
         if resume is not None:
             resume.started(run.run_id if run is not None else None)
         trainer = build_trainer(cfg, run, callbacks)
-        fit(trainer, module, datamodule, resume.ckpt_path if resume else None)
+        with timings.phase("compute"):
+            fit(trainer, module, datamodule, resume.ckpt_path if resume else None)
         signals.raise_pending()
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
-        trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
+        with timings.phase("compute"):
+            trainer.test(module, datamodule=datamodule, verbose=False)  # resets callback_metrics
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()})
         diverged = metrics.get("train/diverged", 0.0) > 0
         if run is not None:
@@ -81,6 +89,19 @@ def train(
     if resume is not None:
         resume.finished()
     return metrics
+
+
+def tracking(
+    cfg: DictConfig, fingerprint: str, tags: dict[str, str] | None, run_id: str | None
+) -> AbstractContextManager[TrackedRun | None]:
+    """The run's MLflow run (optbench.tracking.run_for), or None without importing MLflow at all when the
+    config logs elsewhere: MLflow takes over a second to import, a short run with logger=none does not."""
+    if cfg.logger.name != "mlflow":
+        return nullcontext(None)
+    with timings.phase("tracking"):
+        from optbench.tracking import run_for
+
+    return timings.timed_context(run_for(cfg, fingerprint, tags, run_id=run_id), "tracking")
 
 
 class SignalsStopTheRun(Callback):
@@ -168,9 +189,21 @@ def build_components(cfg: DictConfig) -> tuple[Dataset, TensorDataModule, Optben
     data = load_dataset(cfg.data)
     log.info("Data: %s, %d/%d/%d train/val/test examples", data.name, len(data.train), len(data.val), len(data.test))
     batch_size = len(data.train) if cfg.optimizer.get("full_batch", False) else cfg.batch_size
-    datamodule = TensorDataModule(data, batch_size, seed=cfg.seed, augment=cfg.data.get("augment", False))
+    channels_last = cfg.trainer.get("channels_last", False)
+    datamodule = TensorDataModule(
+        data,
+        batch_size,
+        seed=cfg.seed,
+        augment=cfg.data.get("augment", False),
+        on_device=cfg.trainer.get("data_on_device", True),
+        channels_last=channels_last,
+    )
     model = build_model(cfg.model, data)
     log.info("Model: %s, %d parameters", cfg.model.name, num_parameters(model))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile", False):
+        model.compile()  # in place: the state_dict keeps its keys, so checkpoints and params files do too
     module = OptbenchModule(
         model,
         cfg.optimizer,
@@ -186,6 +219,8 @@ def build_components(cfg: DictConfig) -> tuple[Dataset, TensorDataModule, Optben
 def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """Lightning's Trainer from the trainer, precision, strategy and logger groups."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in OPTBENCH_TRAINER_KEYS:  # applied by build_components, not Lightning's
+        options.pop(key, None)
     precision, plugins = cfg.precision.name, []
     if precision == "16-mixed-unscaled":
         # fp16 autocast with a disabled GradScaler: no loss scaling (scale 1), and Lightning creates no
@@ -210,10 +245,13 @@ def build_trainer(cfg: DictConfig, run: TrackedRun | None, callbacks: Sequence[C
         strategy_obj = strategy.name
     if run is not None:
         logger = run.logger
+        logger.log_metrics = timings.timed(logger.log_metrics, "tracking")  # MLflow I/O, not computation
     elif cfg.logger.name == "csv":
         logger = CSVLogger(save_dir=str(Path(cfg.metrics_path).parent), name="csv")
     else:
         logger = False
+    if options.get("enable_progress_bar", True):
+        callbacks = [*callbacks, ProgressBar()]  # loss and validation accuracy, not Lightning's v_num
     return L.Trainer(
         **options,
         precision=precision,

@@ -24,9 +24,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from optbench.core import timings
 from optbench.core.errors import ConfigError, OptbenchError
 from optbench.core.files import write_json
 from optbench.core.logs import quiet_known_warnings, quiet_routine_logs
+from optbench.core.threads import share_cores
 from optbench.tracking import (
     TAG_PREFIX,
     ends_run,
@@ -139,6 +141,7 @@ def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
 def tune(cfg: DictConfig) -> dict[str, Any]:
     """Run (or continue) `tune.n_studies` studies of `tune.n_trials` finished trials each; write and return
     best.json: the settings of the median study, and every study's best."""
+    timings.begin()
     space = check_tune_config(cfg)
     name = study_name(cfg)
     log.info(
@@ -203,7 +206,8 @@ def _tune_study(
     )
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)  # trials left RUNNING by killed processes
-    parent_id = _parent_run(client, exp_id, study, cfg, index, base)
+    with timings.phase("tracking"):
+        parent_id = _parent_run(client, exp_id, study, cfg, index, base)
     done = _count(study, FINISHED_STATES)
     log.info(
         "Study %s (%d of %d, sampler seed %d, trial seed %d): %d of %d trials finished, storage %s",
@@ -226,7 +230,8 @@ def _tune_study(
         study = optuna.load_study(study_name=name, storage=storage)
         summary = summarize(study, cfg, space, out, index)
         summary["mlflow_run_id"] = parent_id
-        _log_to_parent_run(client, parent_id, summary, out)
+        with timings.phase("tracking"):
+            _log_to_parent_run(client, parent_id, summary, out)
     return summary, counted_trials(study)
 
 
@@ -301,16 +306,17 @@ def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
     return len(earlier) >= n_trials
 
 
-def _worker(resolved: dict, name: str, parent_id: str, out: str) -> None:
+def _worker(resolved: dict, name: str, parent_id: str, out: str, index: int) -> None:
     quiet_known_warnings()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    share_cores(resolved["tune"]["n_jobs"], f"tuning worker {index}")  # n_jobs x threads <= cores
     _optimize(resolved, name, parent_id, out)
 
 
 def _optimize_in_processes(resolved: dict, name: str, parent_id: str, out: str, n_jobs: int) -> None:
     # Processes, not threads: each trial seeds torch's global RNG and runs its own Trainer.
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(resolved, name, parent_id, out)) for _ in range(n_jobs)]
+    workers = [context.Process(target=_worker, args=(resolved, name, parent_id, out, i)) for i in range(n_jobs)]
     for worker in workers:
         worker.start()
     for worker in workers:
