@@ -24,7 +24,28 @@ def main(cfg: DictConfig) -> float | None:
         from optbench.training.train import train
 
         metrics = train(cfg)
+        _print_summary(cfg, metrics)
     return metrics.get("val/acc_best", metrics.get("val/loss"))
+
+
+def _print_summary(cfg: DictConfig, metrics: dict) -> None:
+    """One short summary at the end of the run, from rank 0 (other ranks of a DDP job run this too)."""
+    from hydra.core.hydra_config import HydraConfig
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from optbench.training.console import run_link, run_summary
+
+    if rank_zero_only.rank != 0:
+        return
+    link = None
+    if metrics.get("run_id"):
+        from optbench.tracking.store import resolve_tracking_uri
+
+        link = run_link(resolve_tracking_uri(cfg.logger.tracking_uri), metrics["run_id"])
+    outcome = "diverged" if metrics.get("train/diverged", 0) > 0 else "completed"
+    name = f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
+    output = HydraConfig.get().runtime.output_dir
+    print(run_summary(name, metrics, outcome, metrics.get("time/train_s", 0.0), output, link), flush=True)
 
 
 if __name__ == "__main__":
