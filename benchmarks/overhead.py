@@ -43,8 +43,10 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import ctypes  # noqa: E402
 import ctypes.util  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -64,11 +66,13 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 import optbench.training.module  # noqa: E402
 import optbench.training.train  # noqa: E402
 from optbench.core.config import compose_config  # noqa: E402
+from optbench.core.logs import quiet_known_warnings  # noqa: E402
 from optbench.training.data import Dataset, load_dataset  # noqa: E402
 from optbench.training.models import build_model  # noqa: E402
 from optbench.training.optim import build_optimizer  # noqa: E402
 
-GOAL = 0.95
+GOAL = 0.95  # CPU, the default CNN
+GOAL_GPU = 0.95  # CUDA, CIFAR-10/ResNet-18
 console = Console(highlight=False)
 
 
@@ -84,7 +88,9 @@ def benchmark_config(args: argparse.Namespace, out_dir: Path) -> DictConfig:
             "scheduler=constant",
             "precision=32-true",
             "strategy=auto",
-            "trainer=cpu",
+            f"trainer={'gpu' if args.accelerator == 'gpu' else 'cpu'}",
+            f"trainer.compile={str(args.compile).lower()}",
+            f"trainer.channels_last={str(args.channels_last).lower()}",
             "logger=none",
             f"batch_size={args.batch_size}",
             f"seed={args.seed}",
@@ -99,8 +105,10 @@ def benchmark_config(args: argparse.Namespace, out_dir: Path) -> DictConfig:
 def check_supported(cfg: DictConfig) -> None:
     """The plain loops reproduce the default training path only; refuse what they would not match."""
     problems = []
-    if cfg.trainer.accelerator != "cpu":
-        problems.append(f"trainer.accelerator={cfg.trainer.accelerator} (the loops run on CPU)")
+    if cfg.trainer.accelerator not in ("cpu", "gpu"):
+        problems.append(f"trainer.accelerator={cfg.trainer.accelerator} (the loops run on cpu or gpu)")
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        problems.append("--accelerator gpu without a CUDA device")
     if cfg.trainer.accumulate_grad_batches != 1 or cfg.trainer.gradient_clip_val is not None:
         problems.append("gradient accumulation or clipping")
     if cfg.optimizer.get("full_batch", False) or cfg.optimizer.name == "lbfgs":
@@ -179,31 +187,54 @@ def prepare(cfg: DictConfig) -> tuple[Dataset, nn.Module, torch.optim.Optimizer,
     """Seed, data, model, optimizer and loss, in the order optbench.training.train.train creates them."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))  # what Trainer(deterministic=...) sets
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark", False))
     data = load_dataset(cfg.data)
-    model = build_model(cfg.model, data)
+    model = build_model(cfg.model, data).to(device(cfg))
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        model.compile()
     model.train()
     optimizer = build_optimizer(cfg.optimizer, model)
     criterion = nn.MSELoss() if data.is_regression else nn.CrossEntropyLoss()
     return data, model, optimizer, criterion
 
 
-def normalizer(data: Dataset) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The per-batch uint8 -> float normalization TensorDataModule applies (identity for embedded data)."""
+def device(cfg: DictConfig) -> torch.device:
+    return torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+
+
+def synchronize(cfg: DictConfig) -> None:
+    """Wait for the GPU's queued work, so that an epoch's time is its computation's (no-op on CPU)."""
+    if cfg.trainer.accelerator == "gpu":
+        torch.cuda.synchronize()
+
+
+def normalizer(data: Dataset, cfg: DictConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-batch uint8 -> float normalization TensorDataModule applies (identity for embedded data),
+    then channels_last for 4-D batches when the config asks for it, as the module does."""
+    last = cfg.trainer.channels_last
+    layout = (lambda x: x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x) if last else None
     if not data.mean:
-        return lambda x: x
-    mean, std = torch.tensor(data.mean).view(-1, 1, 1), torch.tensor(data.std).view(-1, 1, 1)
+        return layout or (lambda x: x)
+    on = device(cfg)
+    mean, std = torch.tensor(data.mean, device=on).view(-1, 1, 1), torch.tensor(data.std, device=on).view(-1, 1, 1)
+    if layout:
+        return lambda x: layout((x.float().div(255) - mean) / std)
     return lambda x: (x.float().div(255) - mean) / std
 
 
 def run_plain(cfg: DictConfig) -> Result:
     data, model, optimizer, criterion = prepare(cfg)
-    normalize, batch_size = normalizer(data), cfg.batch_size
-    x_all, y_all, n = data.train.x, data.train.y, len(data.train)
+    normalize, batch_size = normalizer(data, cfg), cfg.batch_size
+    on = device(cfg)  # in-memory data lives there, as optbench's trainer.data_on_device puts it
+    x_all, y_all, n = data.train.x.to(on), data.train.y.to(on), len(data.train)
     generator = torch.Generator().manual_seed(cfg.seed)  # IndexBatches' seed: the same batch order
     epoch_seconds, step_marks, steps, loss = [], [], 0, torch.tensor(math.nan)
     for _ in range(cfg.trainer.max_epochs):
+        synchronize(cfg)
         start, marks = time.perf_counter(), []
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator).to(on)
         x, y = x_all[perm], y_all[perm]
         for i in range(0, n, batch_size):
             xb, yb = normalize(x[i : i + batch_size]), y[i : i + batch_size]
@@ -213,6 +244,7 @@ def run_plain(cfg: DictConfig) -> Result:
             loss.backward()
             optimizer.step()
             steps += 1
+        synchronize(cfg)
         epoch_seconds.append(time.perf_counter() - start)
         step_marks.append(marks)
     return Result(epoch_seconds, step_marks, steps, n, loss.item())
@@ -220,7 +252,7 @@ def run_plain(cfg: DictConfig) -> Result:
 
 def run_loader(cfg: DictConfig) -> Result:
     data, model, optimizer, criterion = prepare(cfg)
-    normalize = normalizer(data)
+    normalize = normalizer(data, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
         TensorDataset(data.train.x, data.train.y), batch_size=cfg.batch_size, shuffle=True, generator=generator
@@ -284,6 +316,55 @@ def run_optbench(cfg: DictConfig) -> Result:
     return Result(epoch_seconds, probe.step_marks, int(steps), train_size(cfg), metrics.get("train/loss", math.nan))
 
 
+class BareModule(L.LightningModule):
+    """The least a LightningModule can be: forward, loss, return it. No logging, no metrics, no checks."""
+
+    def __init__(self, model: nn.Module, cfg: DictConfig, criterion: nn.Module) -> None:
+        super().__init__()
+        self.model, self.cfg, self.criterion = model, cfg, criterion
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return self.criterion(self.model(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.cfg.optimizer, self.model)
+
+
+class EpochTimer(L.Callback):
+    """Per-epoch wall time (the GPU synchronized at both ends) and a mark after every training batch."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg, self.epoch_seconds, self.step_marks, self.loss = cfg, [], [], math.nan
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        synchronize(self.cfg)
+        self.step_marks.append([])
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.step_marks[-1].append(time.perf_counter())
+        self._outputs = outputs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        synchronize(self.cfg)
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        self.loss = float(self._outputs["loss"])
+
+
+def run_lightning(cfg: DictConfig) -> Result:
+    """Lightning's own floor: BareModule in the Trainer optbench builds, fed by optbench's TensorDataModule."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data, datamodule, module = optbench.training.train.build_components(cfg)
+    bare = BareModule(module.model, cfg, module.criterion)
+    timer = EpochTimer(cfg)
+    with open_dict(cfg):
+        cfg.checkpoint.enabled = False
+    trainer = optbench.training.train.build_trainer(cfg, None, [timer])
+    trainer.fit(bare, datamodule=datamodule)
+    return Result(timer.epoch_seconds, timer.step_marks, trainer.global_step, len(data.train), timer.loss)
+
+
 _TRAIN_SIZES: dict[str, int] = {}
 
 
@@ -294,13 +375,19 @@ def train_size(cfg: DictConfig) -> int:
     return _TRAIN_SIZES[key]
 
 
-LOOPS: dict[str, Callable[[DictConfig], Result]] = {"plain": run_plain, "optbench": run_optbench, "loader": run_loader}
+LOOPS: dict[str, Callable[[DictConfig], Result]] = {
+    "plain": run_plain,
+    "lightning": run_lightning,
+    "optbench": run_optbench,
+    "loader": run_loader,
+}
 
 
 # --- main -------------------------------------------------------------------------------------------
 
 
 def quiet() -> None:
+    quiet_known_warnings()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "optbench"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
@@ -328,6 +415,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-loader", action="store_true", help="skip the DataLoader(TensorDataset) loop")
     parser.add_argument(
+        "--accelerator", choices=("cpu", "gpu"), default="cpu", help="cpu (default) or gpu (trainer=gpu, CUDA)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model in every loop")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last model and batches in every loop")
+    parser.add_argument("--json", type=Path, help="also write the measurement to this JSON file")
+    parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -345,11 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="optbench-overhead-") as tmp:
         cfg = benchmark_config(args, Path(tmp))
         check_supported(cfg)
-        loops = [name for name in LOOPS if not (args.no_loader and name == "loader")]
+        skip_loader = args.no_loader or args.accelerator == "gpu"  # the loader loop feeds CPU tensors
+        loops = [name for name in LOOPS if not (skip_loader and name == "loader")]
         console.print(
             f"[bold]optbench overhead[/]: model={cfg.model.name} data={cfg.data.name} "
             f"optimizer={cfg.optimizer.name} batch_size={cfg.batch_size} epochs={args.epochs} "
             f"repeats={args.repeats} deterministic={cfg.trainer.deterministic} "
+            f"accelerator={args.accelerator} compile={args.compile} channels_last={args.channels_last} "
             f"threads={torch.get_num_threads()} cpus={os.cpu_count()} "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} malloc={malloc}"
         )
@@ -367,7 +462,11 @@ def main(argv: list[str] | None = None) -> int:
             line = "  ".join(f"{name} {results[name][-1].seconds:6.2f}s" for name in loops)
             console.print(f"repeat {r + 1}/{args.repeats} (train s): {line}")
 
-    report(results, args)
+    summary = report(results, args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(f"written: {args.json}")
     return 0
 
 
@@ -377,16 +476,20 @@ def steps_seconds(runs: list[Result]) -> float:
     return sum(statistics.median(step) for step in zip(*per_run))
 
 
-def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
+def report(results: dict[str, list[Result]], args: argparse.Namespace) -> dict:
+    """Print the table and the ratios; return them (for --json)."""
     plain, opt = results["plain"], results["optbench"]
     train_s = {name: statistics.median(r.seconds for r in runs) for name, runs in results.items()}
     steps_s = {name: steps_seconds(runs) for name, runs in results.items()}
     n_intervals = len(plain[0].step_seconds)
     epochs = plain[0].measured_epochs
+    # On a GPU a step mark only says when the step was queued; the epoch's time (synchronized) is the measure.
+    headline_s = train_s if args.accelerator == "gpu" else steps_s
+    headline_name = "train s" if args.accelerator == "gpu" else "steps s"
 
     first = args.epochs - epochs + 1
     table = Table(title=f"epochs {first}..{args.epochs} of {args.epochs}, {args.repeats} repeats")
-    for column in ("loop", "train s", "samples/s", "ratio", "steps s", "ms/step", "ratio (headline)"):
+    for column in ("loop", "train s", "samples/s", "ratio", "steps s", "ms/step", "ratio (steps)"):
         table.add_column(column, justify="left" if column == "loop" else "right")
     for name, runs in results.items():
         samples = runs[0].samples_per_epoch * epochs
@@ -404,6 +507,7 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
         "train s: median over repeats of the measured epochs' wall time (optbench: its time/train_s). "
         f"steps s: the {n_intervals} step-to-step times of those epochs, each the median over repeats, summed. "
         "ratio = plain / loop (1.0 = as fast as plain). plain = sliced in-memory tensors; "
+        "lightning = a bare LightningModule (forward, loss) in the Trainer optbench builds: Lightning's own floor; "
         "loader = DataLoader(TensorDataset(x, y), shuffle=True)."
     )
     paired = [p.seconds / o.seconds for p, o in zip(plain, opt)]
@@ -424,19 +528,51 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
         f"same work: {plain[0].steps} optimizer steps per run; last training loss optbench vs plain "
         + ("identical" if same else f"[yellow]differs ({opt[-1].last_loss!r} vs {plain[-1].last_loss!r})[/]")
     )
-    extra_ms = (steps_s["optbench"] - steps_s["plain"]) / n_intervals * 1e3
-    console.print(f"optbench overhead per optimizer step: {extra_ms:+.2f} ms")
-    if "loader" in results:
-        console.print(
-            f"loader ratio (DataLoader(TensorDataset) / plain throughput): {steps_s['plain'] / steps_s['loader']:.2f}"
-            f"  (train s: {train_s['plain'] / train_s['loader']:.2f})"
-        )
-    headline = steps_s["plain"] / steps_s["optbench"]
-    status = "[green]ok[/]" if headline >= GOAL else "[red]below goal[/]"
+    per_step = {
+        name: (steps_s[name] / n_intervals if args.accelerator != "gpu" else train_s[name] / _measured_steps(runs))
+        * 1e3
+        for name, runs in results.items()
+    }
     console.print(
-        f"overhead ratio (optbench / plain throughput): {headline:.2f}  (goal >= {GOAL})  {status}"
-        f"  (train s: {train_s['plain'] / train_s['optbench']:.2f})"
+        f"per optimizer step over plain: optbench {per_step['optbench'] - per_step['plain']:+.2f} ms, of which "
+        f"Lightning's loop (lightning - plain) {per_step['lightning'] - per_step['plain']:+.2f} ms and "
+        f"optbench's own (optbench - lightning) {per_step['optbench'] - per_step['lightning']:+.2f} ms"
     )
+    ratios = {name: headline_s["plain"] / headline_s[name] for name in results}
+    if "loader" in results:
+        console.print(f"loader ratio (DataLoader(TensorDataset) / plain throughput): {ratios['loader']:.2f}")
+    goal = GOAL_GPU if args.accelerator == "gpu" else GOAL
+    status = "[green]ok[/]" if ratios["optbench"] >= goal else "[red]below goal[/]"
+    console.print(
+        f"overhead ratio (optbench / plain throughput, {headline_name}): {ratios['optbench']:.2f}  "
+        f"(goal >= {goal})  {status};  Lightning's floor (lightning / plain): {ratios['lightning']:.2f}"
+    )
+    return {
+        "benchmark": "overhead",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "device": torch.cuda.get_device_name(0) if args.accelerator == "gpu" else platform.machine(),
+        },
+        "config": {
+            key: getattr(args, key)
+            for key in ("model", "data", "optimizer", "batch_size", "epochs", "repeats", "accelerator", "compile")
+        }
+        | {"channels_last": args.channels_last, "override": args.override},
+        "headline": headline_name,
+        "steps_per_run": plain[0].steps,
+        "ratio": ratios,
+        "ms_per_step": per_step,
+        "paired_train_s_ratios": paired,
+        "same_final_loss": same,
+    }
+
+
+def _measured_steps(runs: list[Result]) -> int:
+    return sum(len(marks) for marks in runs[0].step_marks[runs[0].skip :])
 
 
 if __name__ == "__main__":
