@@ -108,7 +108,7 @@ HEAVY = ("torch", "lightning", "mlflow", "optuna", "pandas")
     ],
 )
 def test_help_config_printing_and_config_errors_import_no_heavy_library(entry, args, status, tmp_path):
-    function = "lr_find_main" if entry == "find" else "main"
+    function = {"find": "lr_find_main", "train": "cli"}.get(entry, "main")  # the console scripts' functions
     code = (
         "import sys\n"
         f"sys.argv = ['optbench-{entry}', *{args!r}]\n"
@@ -118,6 +118,18 @@ def test_help_config_printing_and_config_errors_import_no_heavy_library(entry, a
     )
     result = _run_python(code, tmp_path)  # from an unrelated folder: the configs come from the package
     assert "HEAVY [] STATUS " + str(status) in result.stdout, result.stdout + result.stderr
+
+
+def test_train_help_describes_the_command_and_lists_only_the_groups_it_accepts(tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "optbench-train"), "--help"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("optbench-train: train one model") and "Examples:" in text
+    listed = {line.split()[0] for line in text.split("Groups (group=option):")[1].strip().splitlines()[:8]}
+    assert listed == {"data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer", "logger"}
+    assert "adamw" in text and "study:" not in text and "tune:" not in text and "powered by Hydra" not in text
 
 
 def test_packaged_configs_compose_from_any_folder(tmp_path):

@@ -6,12 +6,42 @@ optbench-train -m optimizer=sgd,adam,adamw seed=0,1,2
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from optbench.core.config import config_path
+from optbench.core.config import config_path, group_options
 from optbench.core.errors import user_errors
 from optbench.core.logs import quiet_known_warnings
+
+# The groups a training run is composed of (conf/ holds others, for studies and tuning, that it refuses).
+GROUPS = ("data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer", "logger")
+HELP = """optbench-train: train one model with one optimizer, log it to MLflow, write its final metrics.
+
+Configured by Hydra: pick an option of any group below (optimizer=sgd), override any key (optimizer.lr=0.1,
+trainer.max_epochs=20), or sweep with -m. Every run is one MLflow run in experiment `optbench` (set
+`experiment=...`; the store is $MLFLOW_TRACKING_URI, else ./mlflow.db), named <optimizer>-<model>-<data>-s<seed>.
+
+Examples:
+  optbench-train                                          # adamw, cnn, mnist5k: the defaults
+  optbench-train optimizer=sgd optimizer.lr=0.1 scheduler=cosine seed=3
+  optbench-train -m optimizer=sgd,adam,adamw seed=0,1,2   # 9 runs, then: optbench-compare
+  optbench-train data=digits model=mlp logger=none trainer.max_epochs=3
+  optbench-train best=results/tune/adam/best.json         # the settings a tuning study found
+  optbench-train --cfg job                                # print the composed config, train nothing
+
+Groups (group=option):
+{groups}
+
+More: README.md ("Training runs"), conf/train.yaml (every top-level key), --hydra-help (Hydra's own flags).
+"""
+
+
+def help_text() -> str:
+    """The --help page: a description, examples and the groups a run accepts, with their options."""
+    width = max(len(group) for group in GROUPS)
+    return HELP.format(groups="\n".join(f"  {g:<{width}}  {', '.join(group_options(g))}" for g in GROUPS))
 
 
 @hydra.main(version_base="1.3", config_path=config_path(), config_name="train")
@@ -48,5 +78,13 @@ def _print_summary(cfg: DictConfig, metrics: dict) -> None:
     print(run_summary(name, metrics, outcome, metrics.get("time/train_s", 0.0), output, link), flush=True)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: optbench's own --help (Hydra's lists every group of conf/), else Hydra's main."""
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        print(help_text())
+        return
     main()
+
+
+if __name__ == "__main__":
+    cli()
