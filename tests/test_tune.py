@@ -50,7 +50,7 @@ def tune_cfg(tmp_path, tracking_uri, monkeypatch, request):
 
 
 def load(cfg) -> optuna.Study:
-    return optuna.load_study(study_name="digits-mlp-sgd-lr", storage=cfg.tune.storage)
+    return optuna.load_study(study_name="sgd-mlp-digits-lr", storage=cfg.tune.storage)
 
 
 def test_a_study_completes_the_requested_trials_and_writes_best_json_and_plots(tune_cfg, tmp_path):
@@ -58,7 +58,7 @@ def test_a_study_completes_the_requested_trials_and_writes_best_json_and_plots(t
     summary = tune(cfg)
 
     assert len(load(cfg).get_trials(states=[TrialState.COMPLETE])) == 3
-    out = tmp_path / "tune" / "digits-mlp-sgd-lr"
+    out = tmp_path / "tune" / "sgd-mlp-digits-lr"
     best = json.loads((out / "best.json").read_text())
     assert best == summary
     assert best["n_trials"] == {"completed": 3}
@@ -89,7 +89,7 @@ def test_journal_file_storage_holds_and_resumes_a_study(tune_cfg, tmp_path):
     tune(tune_cfg(storage, "tune.n_trials=2", "tune.pruner.name=none"))
 
     backend = optuna.storages.journal.JournalFileBackend(str(journal))
-    study = optuna.load_study(study_name="digits-mlp-sgd-lr", storage=optuna.storages.JournalStorage(backend))
+    study = optuna.load_study(study_name="sgd-mlp-digits-lr", storage=optuna.storages.JournalStorage(backend))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert not (tmp_path / "optuna.db").exists()
 
@@ -238,7 +238,7 @@ def test_two_tuning_processes_started_together_on_a_fresh_store_both_succeed(tmp
     ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
-    study = optuna.load_study(study_name="digits-mlp-sgd-lr", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name="sgd-mlp-digits-lr", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert 4 <= len(study.get_trials(states=[TrialState.COMPLETE])) <= 5
 
 
@@ -257,7 +257,7 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_not_counted(tmp_
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a trial is running, then kill the whole process group
         try:
-            study = optuna.load_study(study_name="digits-mlp-sgd-lr", storage=storage)
+            study = optuna.load_study(study_name="sgd-mlp-digits-lr", storage=storage)
             if study.get_trials(states=[TrialState.RUNNING]):
                 break
         except KeyError:
@@ -276,7 +276,7 @@ def test_a_trial_left_running_by_a_killed_process_is_failed_and_not_counted(tmp_
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    states = [t.state for t in optuna.load_study(study_name="digits-mlp-sgd-lr", storage=storage).trials]
+    states = [t.state for t in optuna.load_study(study_name="sgd-mlp-digits-lr", storage=storage).trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
 
 
@@ -428,7 +428,7 @@ def test_replicated_studies_use_their_own_seeds_and_best_json_takes_the_median_s
     summary = tune(cfg)
 
     storage = cfg.tune.storage
-    names = ["digits-logreg-sgd-lr", "digits-logreg-sgd-lr-s1"]
+    names = ["sgd-logreg-digits-lr", "sgd-logreg-digits-lr-s1"]
     studies = [optuna.load_study(study_name=n, storage=storage) for n in names]
     assert [len(s.get_trials(states=[TrialState.COMPLETE])) for s in studies] == [2, 2]
     first_points = {s.trials[0].params["optimizer.lr"] for s in studies}
@@ -442,7 +442,7 @@ def test_replicated_studies_use_their_own_seeds_and_best_json_takes_the_median_s
     assert summary["best_params"] == per_study[worse]["best_params"]
     assert summary["studies"]["min"] == min(bests) and summary["studies"]["max"] == max(bests)
     assert summary["budget"] == summary["n_finished"] == 4
-    assert json.loads((tmp_path / "tune" / "digits-logreg-sgd-lr" / "best.json").read_text()) == summary
+    assert json.loads((tmp_path / "tune" / "sgd-logreg-digits-lr" / "best.json").read_text()) == summary
 
     runs = runs_of(mlflow_client, cfg.experiment)
     parents = {r.data.tags["optbench.study_index"]: r for r in runs if r.data.tags.get("optbench.kind") == "study"}
@@ -458,5 +458,5 @@ def test_rerunning_continues_each_unfinished_study(tune_cfg):
     tune(tune_cfg("model=logreg", "tune.n_trials=1", "tune.n_studies=1", "tune.pruner.name=none"))
     summary = tune(tune_cfg("model=logreg", "tune.n_trials=2", "tune.n_studies=2", "tune.pruner.name=none"))
     assert [s["n_trials"] for s in summary["studies"]["per_study"]] == [{"completed": 2}] * 2
-    study = optuna.load_study(study_name="digits-logreg-sgd-lr", storage=tune_cfg().tune.storage)
+    study = optuna.load_study(study_name="sgd-logreg-digits-lr", storage=tune_cfg().tune.storage)
     assert len(study.trials) == 2  # study 0 kept its first trial and added one

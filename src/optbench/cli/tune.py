@@ -25,12 +25,16 @@ def main(cfg: DictConfig) -> float | None:
         from optbench.tuning.tune import tune  # Lightning, Optuna and MLflow load only once a study runs
 
         summary = tune(cfg)
+    value = summary["best_value"]
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["best_params"].items()
+    )
     log.info(
         "Best %s (%s) = %s with %s -> %s/best.json",
         summary["metric"],
         summary["selection"],
-        summary["best_value"],
-        summary["best_params"],
+        f"{value:.4f}" if isinstance(value, float) else value,
+        params,
         summary["output_dir"],
     )
     return summary["best_value"]

@@ -221,12 +221,18 @@ def load_all_curves(client: MlflowClient, runs: pd.DataFrame) -> dict[str, pd.Da
 
 
 def _space(client: MlflowClient, parent_run_id: str) -> str:
-    """The search space a tuning study's parent run logged (param tune.search_space), as one short line."""
+    """The search space a tuning study's parent run logged, as one short line: params search.<key> (one
+    line each, as optbench-tune logs it), or the one dict param tune.search_space of older stores."""
     try:
-        logged = client.get_run(parent_run_id).data.params.get("tune.search_space")
+        params = client.get_run(parent_run_id).data.params
+        logged = params.get("tune.search_space")
         space = ast.literal_eval(logged) if logged else {}
     except (MlflowException, ValueError, SyntaxError):
         return ""
+    searched = [value for key, value in sorted(params.items()) if key.startswith("search.")]
+    if searched:
+        short = (line.replace("optimizer.", "").replace("scheduler.", "").replace(" in [", " [") for line in searched)
+        return "; ".join(line.replace(" (log)", "").replace(" (linear)", " linear") for line in short)
     parts = []
     for key, spec in space.items():
         shown = key.removeprefix("optimizer.").removeprefix("scheduler.")

@@ -41,15 +41,16 @@ from optbench.tracking import (
 from optbench.training.checks import apply_best, validate
 from optbench.training.train import train
 from optbench.tuning.plots import plot_sensitivity, save_optimization_history
+from optbench.tuning.progress import FINISHED_STATES, TrialProgress
 from optbench.tuning.replicate import check_replication, combine, replica_config
 from optbench.tuning.spaces import SearchParam, describe, parse_search_space, settings_of, space_record
 
 log = logging.getLogger("optbench")
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the budget
 
 
 def study_name(cfg: DictConfig) -> str:
-    return cfg.tune.study_name or f"{cfg.data.name}-{cfg.model.name}-{cfg.optimizer.name}-{cfg.tune.name}"
+    # Optimizer first, as in training run names (adam-mlp-digits-s0): runs tables sort and cut names alike.
+    return cfg.tune.study_name or f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-{cfg.tune.name}"
 
 
 def open_storage(url: str, heartbeat_interval: int = 15, grace_period: int = 60) -> optuna.storages.BaseStorage:
@@ -258,13 +259,25 @@ def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: Dic
             TAG_PREFIX + "study_index": str(index),
             TAG_PREFIX + "tuning": base,  # the replicated tuning this study belongs to
             TAG_PREFIX + "optimizer": cfg.optimizer.name,
+            TAG_PREFIX + "data_fingerprint": data_fingerprint(cfg),
         },
     )
-    params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space")}
-    params["tune.search_space"] = space_record(parse_search_space(cfg))  # the entries applied, as searched
+    # The searched settings' config values are untuned defaults: the run logs their ranges (search.<key>)
+    # and, when the study ends, the values found (best/<key>), never the defaults.
+    space = parse_search_space(cfg)
+    searched = {p.key for p in space} | {p.key.rsplit(".", 1)[0] for p in space if p.key.rsplit(".", 1)[-1].isdigit()}
+    params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space") and k not in searched}
+    params |= {f"search.{key}": line.strip() for key, line in zip((p.key for p in space), describe(space).splitlines())}
     log_values(client, run.info.run_id, params=params)
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
     return run.info.run_id
+
+
+def data_fingerprint(cfg: DictConfig) -> str:
+    """The fingerprint of the split the trials train on (the optbench.data_fingerprint tag of every trial)."""
+    from optbench.training.data import load_dataset
+
+    return load_dataset(cfg.data).fingerprint
 
 
 def _optimize(resolved: dict, name: str, parent_id: str, out: str) -> None:
@@ -277,14 +290,16 @@ def _optimize(resolved: dict, name: str, parent_id: str, out: str) -> None:
     remaining = cfg.tune.n_trials - _count(study, FINISHED_STATES)
     if remaining <= 0:
         return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from _report instead
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from TrialProgress instead
     quiet_routine_logs()
-    study.optimize(
-        lambda trial: objective(trial, cfg, space, parent_id, Path(out)),
-        n_trials=remaining,
-        callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), _report],
-        catch=(RuntimeError, ValueError, SurplusTrial),  # a crashed trial is recorded as FAIL; the study goes on
-    )
+    label = f"{name} (study {cfg.seed - cfg.tune.seed + 1}/{cfg.tune.n_studies})"  # replica_config's trial seed
+    with TrialProgress(label, cfg.tune.n_trials, cfg.tune.n_trials - remaining) as progress:
+        study.optimize(
+            lambda trial: objective(trial, cfg, space, parent_id, Path(out)),
+            n_trials=remaining,
+            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.n_trials, states=FINISHED_STATES), progress],
+            catch=(RuntimeError, ValueError, SurplusTrial),  # a crashed trial is recorded as FAIL; the study goes on
+        )
 
 
 class SurplusTrial(Exception):
@@ -344,7 +359,7 @@ def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], pa
         callbacks.append(PyTorchLightningPruningCallback(trial, monitor=cfg.tune.prune_on))
     tags = {
         "mlflow.parentRunId": parent_id,
-        "mlflow.runName": f"{trial.study.study_name}-trial{trial.number}",
+        "mlflow.runName": f"trial{trial.number}-{trial.study.study_name}",  # the distinguishing part first
         TAG_PREFIX + "study": trial.study.study_name,
         TAG_PREFIX + "trial": str(trial.number),
         TAG_PREFIX + "study_index": str(cfg.seed - cfg.tune.seed),  # replica_config: seed = tune.seed + index
@@ -366,13 +381,6 @@ def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], pa
         # A diverged run may have no finite value: give it the worst one, so the study learns to avoid it.
         return -math.inf if cfg.tune.direction == "maximize" else math.inf
     return float(value)
-
-
-def _report(study: optuna.Study, trial: FrozenTrial) -> None:
-    params = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    value = f"{trial.value:.4f}" if trial.value is not None else "-"
-    outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
-    log.info("trial %3d  %s  value %s  %s", trial.number, params, value, outcome)
 
 
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
