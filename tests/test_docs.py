@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,25 @@ def test_check_fails_when_a_number_was_edited_by_hand_or_the_result_changed(tmp_
     with pytest.raises(SystemExit) as exit:  # a generated part without its result file is an error, not a pass
         study_main(["docs", "--check"])
     assert exit.value.code == 2
+
+
+def _benchmark_report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "report.py"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_benchmark_numbers_agree_with_the_benchmark_result_files():
+    done = _benchmark_report("--check")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_benchmark_check_fails_when_a_number_is_edited_by_hand(tmp_path):
+    readme = tmp_path / "README.md"
+    marker = "<!-- generated: summary -->\n"
+    original = (ROOT / "benchmarks" / "README.md").read_text()
+    readme.write_text(original.replace(marker, marker + "| a hand-copied number | 0.99 |\n", 1))
+    done = _benchmark_report("--check", "--readme", str(readme))
+    assert done.returncode == 1 and "disagrees with benchmarks/results" in done.stderr
+    assert _benchmark_report("--readme", str(readme)).returncode == 0  # regenerating repairs it
+    assert _benchmark_report("--check", "--readme", str(readme)).returncode == 0

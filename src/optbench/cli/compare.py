@@ -9,6 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from optbench.core import timings
 from optbench.core.config import config_path
 from optbench.core.errors import user_errors
 
@@ -18,7 +19,8 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         from optbench.compare.publish import compare  # MLflow, pandas and matplotlib load only now
 
-        compare(cfg)
+        with timings.phase("reporting"):
+            compare(cfg)
 
 
 if __name__ == "__main__":
