@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from optbench.core import timings
 from optbench.core.errors import ConfigError, RunInterrupted
 from optbench.core.files import write_json
-from optbench.training.callbacks import SaveFinalParams
+from optbench.training.callbacks import SaveFinalParams, save_params
 from optbench.training.checks import apply_best, validate
 from optbench.training.console import ProgressBar
 from optbench.training.data import Dataset, TensorDataModule, load_dataset
@@ -82,6 +82,9 @@ def train(
         if run is not None:
             run.outcome = "diverged" if diverged else "completed"
             metrics["run_id"] = run.run_id  # type: ignore[assignment]
+            if cfg.logger.get("log_model", False):
+                with timings.phase("tracking"):
+                    log_final_model(run, module)
     if diverged:
         log.warning("The loss became NaN or infinite: the run stopped and is recorded as diverged.")
     if rank_zero_only.rank == 0:
@@ -168,6 +171,16 @@ def fit(trainer: L.Trainer, module: OptbenchModule, datamodule: TensorDataModule
         if trainer.interrupted:
             raise RunInterrupted("SIGINT", 130) from None
         raise exit
+
+
+def log_final_model(run: TrackedRun, module: OptbenchModule) -> None:
+    """The trained model's parameters (state_dict, CPU tensors) as the run's artifact model/final.pt."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "final.pt"
+        save_params(path, module.model)
+        run.client.log_artifact(run.run_id, str(path), artifact_path="model")
 
 
 def check_writable(*paths: str | None) -> None:
