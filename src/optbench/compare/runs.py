@@ -231,7 +231,10 @@ def _space(client: MlflowClient, parent_run_id: str) -> str:
         return ""
     searched = [value for key, value in sorted(params.items()) if key.startswith("search.")]
     if searched:
-        short = (line.replace("optimizer.", "").replace("scheduler.", "").replace(" in [", " [") for line in searched)
+        short = (
+            line.replace("optimizer.", "").replace("scheduler.", "").replace(" in [", " [").replace("1 - ", "1 − ")
+            for line in searched
+        )
         return "; ".join(line.replace(" (log)", "").replace(" (linear)", " linear") for line in short)
     parts = []
     for key, spec in space.items():
