@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -96,8 +97,7 @@ def summary() -> str:
 
 
 def statistics_line(values: list[float]) -> str:
-    ordered = sorted(values)
-    return f"median {ordered[len(ordered) // 2]:.2f} s, {ordered[0]:.2f}-{ordered[-1]:.2f}, n={len(values)}"
+    return f"median {statistics.median(values):.2f} s, {min(values):.2f}-{max(values):.2f}, n={len(values)}"
 
 
 def overhead_detail() -> str:

@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from optbench.core.config import config_path, group_options
+from optbench.core.config import config_path, group_options, run_name
 from optbench.core.errors import user_errors
 from optbench.core.logs import quiet_known_warnings
 
@@ -73,9 +73,8 @@ def _print_summary(cfg: DictConfig, metrics: dict) -> None:
 
         link = run_link(resolve_tracking_uri(cfg.logger.tracking_uri), metrics["run_id"])
     outcome = "diverged" if metrics.get("train/diverged", 0) > 0 else "completed"
-    name = f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
     output = HydraConfig.get().runtime.output_dir
-    print(run_summary(name, metrics, outcome, metrics.get("time/train_s", 0.0), output, link), flush=True)
+    print(run_summary(run_name(cfg), metrics, outcome, metrics.get("time/train_s", 0.0), output, link), flush=True)
 
 
 def cli() -> None:

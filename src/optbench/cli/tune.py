@@ -22,19 +22,16 @@ log = logging.getLogger("optbench")
 def main(cfg: DictConfig) -> float | None:
     quiet_known_warnings()
     with user_errors():
+        from optbench.tuning.progress import rounded, settings_text
         from optbench.tuning.tune import tune  # Lightning, Optuna and MLflow load only once a study runs
 
         summary = tune(cfg)
-    value = summary["best_value"]
-    params = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["best_params"].items()
-    )
     log.info(
         "Best %s (%s) = %s with %s -> %s/best.json",
         summary["metric"],
         summary["selection"],
-        f"{value:.4f}" if isinstance(value, float) else value,
-        params,
+        rounded(summary["best_value"]),
+        settings_text(summary["best_params"], ", "),
         summary["output_dir"],
     )
     return summary["best_value"]

@@ -23,6 +23,11 @@ from optbench.core.errors import ConfigError
 PACKAGE_CONFIGS = "optbench.conf"
 
 
+def run_name(cfg: DictConfig) -> str:
+    """A training run's name, optimizer first (adamw-cnn-mnist5k-s0): its MLflow run and its terminal summary."""
+    return f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
+
+
 def config_path() -> str:
     """The `config_path` of every optbench entry point: $OPTBENCH_CONFIG_DIR, else the packaged configs."""
     custom = os.environ.get("OPTBENCH_CONFIG_DIR")

@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import optbench
+from optbench.core.config import run_name
 from optbench.tracking.panels import (
     NOTE_TAG,
     description,
@@ -126,10 +127,6 @@ def run_for(cfg: DictConfig, data_fingerprint: str, tags: dict[str, str] | None 
     if cfg.logger.name == "mlflow" and rank_zero_only.rank == 0:
         return tracked_run(cfg, data_fingerprint, tags, run_id=run_id)
     return nullcontext(None)
-
-
-def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
 
 
 def git_state(path: Path | None = None) -> tuple[str, bool]:

@@ -330,13 +330,14 @@ class TensorDataModule(L.LightningDataModule):
         self._resident: dict[int, Split] = {}
 
     def _normalize(self, x: Tensor) -> Tensor:
-        if self._mean is not None:
-            if self._mean.device != x.device:
-                self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
-            x = (x.float().div(255) - self._mean) / self._std
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        if self._mean is None:
+            return x
+        if self._mean.device != x.device:
+            self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
+        return (x.float().div(255) - self._mean) / self._std
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def _placed(self, split: Split) -> Split:
         """`split` on the trainer's accelerator (copied once, then every batch is sliced there: no copy and no
@@ -351,8 +352,11 @@ class TensorDataModule(L.LightningDataModule):
         return self._resident[id(split)]
 
     def _train_transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        x = random_crop_flip(self._normalize(x), generator) if self.augment else self._normalize(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+        x = self._normalize(x)
+        return self._layout(random_crop_flip(x, generator) if self.augment else x)
+
+    def _eval_transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        return self._layout(self._normalize(x))
 
     def _batches(self, split: Split, shuffle: bool) -> IndexBatches:
         trainer = self.trainer
@@ -361,7 +365,7 @@ class TensorDataModule(L.LightningDataModule):
             self.batch_size,
             shuffle=shuffle,
             seed=self.seed,
-            transform=self._train_transform if shuffle else (lambda x, _: self._normalize(x)),
+            transform=self._train_transform if shuffle else self._eval_transform,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             progress=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer else None,

@@ -234,12 +234,16 @@ class OptbenchModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         metrics = {"train/samples_per_sec": self._clock.epoch_throughput()}
         if not self.is_regression and self._train_correct is not None:
-            counts = torch.stack([self._train_correct.double(), torch.tensor(float(self._train_seen)).to(self.device)])
-            correct, seen = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
-            metrics["train/acc"] = correct / seen
+            metrics["train/acc"] = self._mean_over_ranks(self._train_correct, self._train_seen)
             self._train_correct, self._train_seen = None, 0
         self._record(metrics)
         self._flush()
+
+    def _mean_over_ranks(self, total: Tensor, count: int) -> float:
+        """sum(total) / sum(count) over every rank, read from the device once."""
+        sums = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=total.device)])
+        summed, counted = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        return summed / counted
 
     def on_train_end(self) -> None:
         # Totals of the whole run, logged once: as curves they are flat lines.
@@ -267,35 +271,33 @@ class OptbenchModule(L.LightningModule):
         if not self.is_regression:
             (self.val_acc if stage == "val" else self.test_acc).update(out, y)
 
+    def _start_evaluation(self, stage: str) -> None:
+        self._eval_loss, self._eval_seen = None, 0
+        if not self.is_regression:
+            (self.val_acc if stage == "val" else self.test_acc).reset()
+
     def _log_evaluation(self, stage: str) -> float | None:
         """Log <stage>/loss (the mean over every example, all ranks) and <stage>/acc; return the accuracy."""
         if self._eval_loss is None:
             return None
-        sums = torch.stack([self._eval_loss.double(), torch.tensor(float(self._eval_seen), device=self.device)])
-        loss_sum, seen = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
-        self._eval_loss, self._eval_seen = None, 0
-        # sync_dist: every rank holds the same sums already; it only tells Lightning so.
-        self.log(f"{stage}/loss", loss_sum / seen, prog_bar=stage == "val", sync_dist=True)
+        # sync_dist: every rank holds the same mean already; it only tells Lightning so.
+        loss = self._mean_over_ranks(self._eval_loss, self._eval_seen)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True)
         if self.is_regression:
             return None
-        accuracy = self.val_acc if stage == "val" else self.test_acc
-        value = accuracy.compute()  # torchmetrics syncs the ranks' counts
-        accuracy.reset()
+        value = (self.val_acc if stage == "val" else self.test_acc).compute()  # torchmetrics syncs the ranks
         self.log(f"{stage}/acc", value, prog_bar=stage == "val", sync_dist=True)
         return value
 
     def on_validation_epoch_start(self) -> None:
         self._clock.pause()
-        self._eval_loss, self._eval_seen = None, 0
+        self._start_evaluation("val")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            self._eval_loss, self._eval_seen = None, 0
-            if not self.is_regression:
-                self.val_acc.reset()
+        if self.trainer.sanity_checking:  # its sums are dropped when the first real validation starts
             return
         accuracy = self._log_evaluation("val")
         if accuracy is not None:
@@ -305,7 +307,7 @@ class OptbenchModule(L.LightningModule):
         self._clock.resume()
 
     def on_test_epoch_start(self) -> None:
-        self._eval_loss, self._eval_seen = None, 0
+        self._start_evaluation("test")
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")

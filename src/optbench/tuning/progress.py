@@ -17,6 +17,21 @@ log = logging.getLogger("optbench.tuning.tune")
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards the budget
 
 
+def finished(study: optuna.Study) -> int:
+    """Trials that count towards the budget."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def settings_text(params: dict[str, Any], separator: str = "  ") -> str:
+    """Sampled settings as `key=value`, floats to 4 significant digits."""
+    return separator.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def rounded(value: Any) -> Any:
+    """A metric value to 4 decimals for the log; anything else (None, a count) as it is."""
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
 class TrialProgress:
     """After each trial: trial k/N of the study, its settings, value and outcome, the best value so far and
     the time left at the pace so far, as one log line; on an interactive terminal a rich progress bar too."""
@@ -48,14 +63,14 @@ class TrialProgress:
             self.bar.stop()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.done = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-        params = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        self.done = finished(study)
+        params = settings_text(trial.params)
+        value = rounded(trial.value) if trial.value is not None else "-"
         outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
         finite = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         finite = [v for v in finite if v is not None and math.isfinite(v)]
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-        best = f"{pick(finite):.4f}" if finite else "-"
+        best = rounded(pick(finite)) if finite else "-"
         pace = (time.monotonic() - self.start) / max(1, self.done - self.first)
         left = max(0, self.total - self.done) * pace
         log.info(

@@ -39,9 +39,10 @@ from optbench.tracking import (
     run_params,
 )
 from optbench.training.checks import apply_best, validate
+from optbench.training.data import load_dataset
 from optbench.training.train import train
 from optbench.tuning.plots import plot_sensitivity, save_optimization_history
-from optbench.tuning.progress import FINISHED_STATES, TrialProgress
+from optbench.tuning.progress import FINISHED_STATES, TrialProgress, finished, rounded
 from optbench.tuning.replicate import check_replication, combine, replica_config
 from optbench.tuning.spaces import SearchParam, describe, parse_search_space, settings_of, space_record
 
@@ -157,8 +158,9 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     client = open_store(cfg.logger.get("tracking_uri"))  # created once, before any worker starts
     exp_id = experiment_id(client, cfg.experiment)
     out = Path(cfg.tune.output_dir) / name
+    fingerprint = load_dataset(cfg.data).fingerprint  # the split every trial trains on; tags each study's run
     studies = [
-        _tune_study(replica_config(cfg, name, i), name, i, storage, client, exp_id, space, out / f"s{i}")
+        _tune_study(replica_config(cfg, name, i), name, i, storage, client, exp_id, space, fingerprint, out / f"s{i}")
         for i in range(cfg.tune.n_studies)
     ]
     summary = {**combine(name, cfg, [s for s, _ in studies]), "output_dir": str(out)}
@@ -178,9 +180,9 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
         summary["best_study"],
         summary["n_studies"],
         cfg.tune.metric,
-        summary["best_value"],
-        summary["studies"]["min"],
-        summary["studies"]["max"],
+        rounded(summary["best_value"]),
+        rounded(summary["studies"]["min"]),
+        rounded(summary["studies"]["max"]),
     )
     return summary
 
@@ -193,6 +195,7 @@ def _tune_study(
     client: MlflowClient,
     exp_id: str,
     space: list[SearchParam],
+    fingerprint: str,
     out: Path,
 ) -> tuple[dict[str, Any], list[FrozenTrial]]:
     """Run (or continue) one study until it has `tune.n_trials` finished trials; its summary and trials."""
@@ -208,8 +211,8 @@ def _tune_study(
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)  # trials left RUNNING by killed processes
     with timings.phase("tracking"):
-        parent_id = _parent_run(client, exp_id, study, cfg, index, base)
-    done = _count(study, FINISHED_STATES)
+        parent_id = _parent_run(client, exp_id, study, cfg, index, base, space, fingerprint)
+    done = finished(study)
     log.info(
         "Study %s (%d of %d, sampler seed %d, trial seed %d): %d of %d trials finished, storage %s",
         name,
@@ -236,11 +239,16 @@ def _tune_study(
     return summary, counted_trials(study)
 
 
-def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
-def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: DictConfig, index: int, base: str) -> str:
+def _parent_run(
+    client: MlflowClient,
+    exp_id: str,
+    study: optuna.Study,
+    cfg: DictConfig,
+    index: int,
+    base: str,
+    space: list[SearchParam],
+    fingerprint: str,
+) -> str:
     """The study's MLflow run: created with the study, reopened (RUNNING again) when the study resumes."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id is not None:
@@ -259,25 +267,17 @@ def _parent_run(client: MlflowClient, exp_id: str, study: optuna.Study, cfg: Dic
             TAG_PREFIX + "study_index": str(index),
             TAG_PREFIX + "tuning": base,  # the replicated tuning this study belongs to
             TAG_PREFIX + "optimizer": cfg.optimizer.name,
-            TAG_PREFIX + "data_fingerprint": data_fingerprint(cfg),
+            TAG_PREFIX + "data_fingerprint": fingerprint,
         },
     )
     # The searched settings' config values are untuned defaults: the run logs their ranges (search.<key>)
     # and, when the study ends, the values found (best/<key>), never the defaults.
-    space = parse_search_space(cfg)
     searched = {p.key for p in space} | {p.key.rsplit(".", 1)[0] for p in space if p.key.rsplit(".", 1)[-1].isdigit()}
     params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space") and k not in searched}
     params |= {f"search.{key}": line.strip() for key, line in zip((p.key for p in space), describe(space).splitlines())}
     log_values(client, run.info.run_id, params=params)
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
     return run.info.run_id
-
-
-def data_fingerprint(cfg: DictConfig) -> str:
-    """The fingerprint of the split the trials train on (the optbench.data_fingerprint tag of every trial)."""
-    from optbench.training.data import load_dataset
-
-    return load_dataset(cfg.data).fingerprint
 
 
 def _optimize(resolved: dict, name: str, parent_id: str, out: str) -> None:
@@ -287,7 +287,7 @@ def _optimize(resolved: dict, name: str, parent_id: str, out: str) -> None:
     study = optuna.load_study(
         study_name=name, storage=_storage(cfg), sampler=build_sampler(cfg), pruner=build_pruner(cfg)
     )
-    remaining = cfg.tune.n_trials - _count(study, FINISHED_STATES)
+    remaining = cfg.tune.n_trials - finished(study)
     if remaining <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial from TrialProgress instead
@@ -416,7 +416,7 @@ def summarize(study: optuna.Study, cfg: DictConfig, space: list[SearchParam], ou
         "best_trial": best.number if best else None,
         "overrides": [f"{k}={v}" for k, v in settings.items()],
         "n_trials": outcomes,
-        "n_finished": _count(study, FINISHED_STATES),
+        "n_finished": finished(study),
         "budget": cfg.tune.n_trials,
         "output_dir": str(out),
     }
