@@ -19,7 +19,19 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "optbench"
 # Each layer imports only its own and the ones before it (DESIGN.md; README, "Architecture").
-LAYERS = ["core", "stats", "tracking", "training", "tuning", "compare", "studies", "cli"]
+LAYERS = [
+    "core",
+    "cluster",
+    "stats",
+    "tracking",
+    "training",
+    "tuning",
+    "compare",
+    "suite",
+    "trajectory",
+    "studies",
+    "cli",
+]
 
 
 def _module_name(path: Path) -> str:

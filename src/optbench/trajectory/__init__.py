@@ -1,0 +1,1 @@
+"""Optimizer trajectories on 2-D test functions: the real torch.optim / pytorch-optimizer classes, built from optbench's optimizer configs, stepped across Rosenbrock, Beale, a saddle and ill-conditioned quadratics, drawn on the contour plot."""
