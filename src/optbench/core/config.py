@@ -28,6 +28,23 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-s{cfg.seed}"
 
 
+def srun_tasks_per_node(strategy: str, devices: int) -> int:
+    """SLURM tasks per node for a run: one per rank under strategy=ddp (srun starts the ranks, Lightning's
+    SLURM environment finds them), else one (ddp_spawn and single-process runs start their own processes)."""
+    return int(devices) if strategy == "ddp" else 1
+
+
+def gpus_per_node(accelerator: str, devices: int) -> int | None:
+    """GPUs a SLURM job asks for per node: strategy.devices on a GPU trainer, none on CPU."""
+    return int(devices) if accelerator in ("gpu", "cuda") else None
+
+
+# conf/hydra/launcher/slurm.yaml derives the job's layout from the run's strategy and trainer with these,
+# so the tasks SLURM starts and the ranks Lightning expects cannot disagree.
+OmegaConf.register_new_resolver("optbench.srun_tasks", srun_tasks_per_node, replace=True)
+OmegaConf.register_new_resolver("optbench.gpus_per_node", gpus_per_node, replace=True)
+
+
 def config_path() -> str:
     """The `config_path` of every optbench entry point: $OPTBENCH_CONFIG_DIR, else the packaged configs."""
     custom = os.environ.get("OPTBENCH_CONFIG_DIR")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -217,11 +218,13 @@ def _check_strategy(cfg: DictConfig) -> None:
             f"{'trainer.accelerator=cpu' if accelerator == 'cpu' else 'no GPU is visible'}. Use "
             "strategy=ddp_spawn for several CPU processes, or run on a GPU machine with trainer=gpu."
         )
-    if name == "ddp" and HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+    if name == "ddp" and _in_multirun() and not _launcher_starts_ranks():
         raise ConfigError(
-            "strategy=ddp cannot run inside a Hydra multirun: Lightning starts the other ranks by re-running "
-            "the command line, which would re-run the whole sweep. Use strategy=ddp_spawn in sweeps."
+            "strategy=ddp cannot run inside a Hydra multirun on this machine: Lightning starts the other ranks "
+            "by re-running the command line, which would re-run the whole sweep. Use strategy=ddp_spawn in "
+            "sweeps, or hydra/launcher=slurm, where srun starts one task per rank."
         )
+    _check_slurm_layout(cfg)
     devices = cfg.strategy.devices
     if name in ("ddp", "ddp_spawn"):
         require(
@@ -233,3 +236,39 @@ def _check_strategy(cfg: DictConfig) -> None:
                 devices <= _cuda().device_count(),
                 f"strategy={name} asks for {devices} GPUs but {_cuda().device_count()} are visible.",
             )
+
+
+def _in_multirun() -> bool:
+    mode = HydraConfig.get().mode if HydraConfig.initialized() else None
+    return mode is not None and mode.name == "MULTIRUN"
+
+
+def _launcher_starts_ranks() -> bool:
+    """hydra/launcher=slurm (submitit) runs each job as `nodes x tasks_per_node` srun tasks, one per rank."""
+    return "slurm" in str(HydraConfig.get().launcher.get("_target_", "")).lower()
+
+
+def _check_slurm_layout(cfg: DictConfig) -> None:
+    """Under srun, strategy=ddp's ranks are SLURM's tasks (Lightning's SLURM environment reads SLURM_PROCID,
+    SLURM_NNODES, SLURM_NTASKS_PER_NODE). A strategy that expects other numbers would hang waiting for ranks
+    that never start, or fail deep in Lightning: say so before anything is logged."""
+    env = os.environ
+    # Lightning treats `salloc` shells (job name bash or interactive) as no SLURM job and starts ranks itself.
+    if cfg.strategy.name != "ddp" or "SLURM_NTASKS" not in env or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return
+    nodes = int(env.get("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES", "1")))
+    tasks = int(env["SLURM_NTASKS"])
+    num_nodes, devices = cfg.strategy.num_nodes, cfg.strategy.devices
+    job = f"SLURM job {env.get('SLURM_JOB_ID', '?')} (nodes {env.get('SLURM_JOB_NODELIST', '?')})"
+    if num_nodes > nodes:
+        raise ConfigError(
+            f"strategy.num_nodes={num_nodes} is larger than the {nodes} node(s) of {job}. Ask SLURM for as many "
+            "nodes as the strategy spans: hydra/launcher=slurm takes its node and task counts from strategy, or "
+            f"use sbatch --nodes={num_nodes} --ntasks-per-node={devices} with srun."
+        )
+    if num_nodes * devices != tasks:
+        raise ConfigError(
+            f"strategy=ddp expects strategy.num_nodes x strategy.devices = {num_nodes} x {devices} = "
+            f"{num_nodes * devices} ranks, but srun started {tasks} task(s) in {job}. Start one task per rank "
+            f"(hydra/launcher=slurm derives them from strategy; by hand: srun --ntasks-per-node={devices})."
+        )

@@ -120,20 +120,34 @@ class SignalsStopTheRun(Callback):
     def __init__(self) -> None:
         self.fitting = False
         self.pending: RunInterrupted | None = None
+        self.preemption = preemption_signal()
+        self.preempted = False
 
     @contextmanager
     def installed(self) -> Iterator[SignalsStopTheRun]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {signum: signal.signal(signum, self._handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+        signums = (signal.SIGINT, signal.SIGTERM, *([self.preemption] if self.preemption else []))
+        previous = {signum: signal.signal(signum, self._handler) for signum in signums}
         try:
             yield self
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if self.preempted and callable(previous.get(self.preemption)):
+                log.warning("Preempted: the checkpoint is written; the job requeues itself and resumes this run.")
+                previous[self.preemption](self.preemption, None)  # submitit's: `scontrol requeue`, then exit
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if signum == self.preemption:
+            # A time limit or preemption is near (SLURM sends the signal submitit asked for): stop at the next
+            # batch boundary with a checkpoint, exactly as on SIGTERM, then let submitit requeue the job.
+            self.preempted = True
+            signum = signal.SIGTERM
+            if self.fitting:
+                signal.raise_signal(signal.SIGTERM)  # Lightning's handler and this one: stop at a batch boundary
+                return
         stop = RunInterrupted("SIGINT", 130) if signum == signal.SIGINT else RunInterrupted("SIGTERM", 143)
         if self.fitting and self.pending is None:
             self.pending = stop  # SIGTERM: Lightning's handler has flagged it too; the fit loop raises first
@@ -157,6 +171,14 @@ class SignalsStopTheRun(Callback):
         """A signal that arrived after the fit loop's last batch boundary stops the run now."""
         if self.pending is not None:
             raise self.pending
+
+
+def preemption_signal() -> signal.Signals | None:
+    """The signal SLURM sends a job that submitit started (hydra/launcher=slurm) before its time limit or a
+    preemption (submitit's `--signal`, SUBMITIT_PREEMPT_SIGNAL, USR2 unless set); None outside such a job."""
+    if "SUBMITIT_FOLDER" not in os.environ:
+        return None
+    return signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2').removeprefix('SIG')}"]
 
 
 def fit(trainer: L.Trainer, module: OptbenchModule, datamodule: TensorDataModule, ckpt_path: str | None) -> None:
