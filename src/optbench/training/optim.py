@@ -3,6 +3,10 @@
 An optimizer config names its class in `_target_` (torch.optim or pytorch-optimizer); every other key is a
 constructor argument except the few optbench reads itself (OPTBENCH_KEYS). Schedules are torch's own
 classes; the run's length is filled in from the trainer so a config never hard-codes a step count.
+
+`layerwise_lr_decay: d` gives each layer its own learning rate, lr x d^k for the layer k layers below the
+output (discriminative learning rates, ULMFiT; layer-wise lr decay, BEiT/ELECTRA): one parameter group per
+layer (and per weight-decay group), so every schedule, which scales each group's own lr, keeps the ratios.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch.optim import Optimizer, lr_scheduler
 from optbench.core.errors import ConfigError
 
 # Keys of an optimizer config that optbench reads itself; the rest go to the optimizer's constructor.
-OPTBENCH_KEYS = {"name", "_target_", "no_decay_bias_norm", "full_batch"}
+OPTBENCH_KEYS = {"name", "_target_", "no_decay_bias_norm", "full_batch", "layerwise_lr_decay"}
 SCHEDULERS = (
     "constant",
     "step",
@@ -48,19 +52,72 @@ def optimizer_class(cfg: DictConfig) -> type[Optimizer]:
         raise ConfigError(f"optimizer={cfg.name}: cannot import its class '{cfg._target_}' ({err}).") from None
 
 
-def parameter_groups(model: nn.Module, cfg: DictConfig) -> list[dict[str, Any]]:
+def decay_groups(params: list[nn.Parameter], cfg: DictConfig) -> list[dict[str, Any]]:
     """One group, or two when biases and normalization weights are exempt from weight decay.
 
     The rule is nanoGPT's: tensors with two or more dimensions (weights of linear and conv layers) decay,
     vectors (biases, norm scales and shifts) do not.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.get("no_decay_bias_norm", False) or not cfg.get("weight_decay", 0.0):
         return [{"params": params}]
     return [
         {"params": [p for p in params if p.ndim >= 2]},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
+
+
+def model_layers(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The model's trainable parameters as layers, input first (the order modules register them).
+
+    A layer is a module that holds a tensor of two or more dimensions (the weight of a linear, conv or
+    embedding layer, or a position embedding held directly), with its bias. A module holding only vectors
+    (a norm's scale and shift) joins the layer before it, which is what it normalizes (the first layer when
+    it comes first): otherwise every norm would count as a layer of its own and stretch the depth.
+    """
+    owners: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            owners.setdefault(name.rpartition(".")[0], []).append(p)
+    layers: list[list[nn.Parameter]] = []
+    has_matrix: list[bool] = []
+    for params in owners.values():
+        matrix = any(p.ndim >= 2 for p in params)
+        if not layers or (matrix and has_matrix[-1]):
+            layers.append(list(params))
+            has_matrix.append(matrix)
+        else:
+            layers[-1].extend(params)
+            has_matrix[-1] = has_matrix[-1] or matrix
+    return layers
+
+
+def layerwise_decay(cfg: DictConfig) -> float | None:
+    """The optimizer's `layerwise_lr_decay`: None (or 1, the same thing) for one global learning rate."""
+    decay = cfg.get("layerwise_lr_decay")
+    if decay is None:
+        return None
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < float("inf"):
+        raise ConfigError(
+            f"optimizer.layerwise_lr_decay must be null or a positive number (the layer k layers below the output "
+            f"gets lr x decay^k), got {decay!r}."
+        )
+    return None if decay == 1 else float(decay)
+
+
+def parameter_groups(model: nn.Module, cfg: DictConfig) -> list[dict[str, Any]]:
+    """The weight-decay groups (`decay_groups`); with `layerwise_lr_decay` d, those of every layer, the layer
+    k layers below the output with lr x d^k (schedules then scale each group's own lr)."""
+    decay = layerwise_decay(cfg)
+    if decay is None:
+        return decay_groups([p for p in model.parameters() if p.requires_grad], cfg)
+    layers = model_layers(model)
+    groups = []
+    for index, params in enumerate(layers):
+        scale = decay ** (len(layers) - 1 - index)
+        groups += [
+            {**group, "lr": cfg.lr * scale, "layer": index} for group in decay_groups(params, cfg) if group["params"]
+        ]
+    return groups
 
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
@@ -82,8 +139,15 @@ def check_optimizer(cfg: DictConfig) -> None:
                 f"optimizer={cfg.name} has no setting {', '.join(unknown)}. "
                 f"Its settings are: {', '.join(sorted(known - {'self', 'params'}))}."
             )
+    # With layer-wise learning rates, the groups of two layers: an optimizer without parameter groups
+    # (L-BFGS) refuses them here rather than after the data has loaded.
+    params = (
+        parameter_groups(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), cfg)
+        if layerwise_decay(cfg)
+        else [nn.Parameter(torch.zeros(2, 2))]
+    )
     try:
-        cls([nn.Parameter(torch.zeros(2, 2))], **kwargs)
+        cls(params, **kwargs)
     except (TypeError, ValueError, NegativeLRError) as err:  # pytorch-optimizer's NegativeLRError is no ValueError
         raise ConfigError(f"optimizer={cfg.name} rejects its settings: {err}.") from None
 
