@@ -1,4 +1,5 @@
-"""The models optbench trains: small ones that run on a laptop CPU, and ResNet-18 for GPU studies."""
+"""The models optbench trains: small ones that run on a laptop CPU (a small ViT among them), and ResNet-18
+for GPU studies."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from torch import nn
 from optbench.core.errors import ConfigError
 from optbench.training.data import Dataset
 
-IMAGE_MODELS = ("cnn", "resnet18")
-MODELS = ("logreg", "mlp", "cnn", "resnet18", "linear")
+IMAGE_MODELS = ("cnn", "resnet18", "vit")
+MODELS = ("logreg", "mlp", "cnn", "resnet18", "vit", "linear")
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> nn.Module:
@@ -28,6 +29,10 @@ def build_model(cfg: DictConfig, data: Dataset) -> nn.Module:
         return _cnn(data.input_shape, list(cfg.channels), cfg.hidden, outputs, cfg.batch_norm)
     if cfg.name == "resnet18":
         return _resnet18(data.input_shape[0], outputs, cfg.cifar_stem)
+    if cfg.name == "vit":
+        from optbench.training.vit import build_vit
+
+        return build_vit(cfg, data.input_shape, outputs)
     raise ConfigError(f"Unknown model '{cfg.name}'. Valid models: {', '.join(MODELS)}.")
 
 
