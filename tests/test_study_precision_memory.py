@@ -15,7 +15,7 @@ from study_checks import check_mlflow, check_well_formed
 from optbench.core.errors import ConfigError
 from optbench.stats import claim_test
 from optbench.studies.config import load_study
-from optbench.studies.kinds.memory import AS_CLAIMED, NOT_AS_CLAIMED, check_knobs, verdict_of
+from optbench.studies.kinds.memory import AS_CLAIMED, NOT_AS_CLAIMED, check_knobs, state_dtype, verdict_of
 from optbench.studies.kinds.precision import FP16_NORMAL_MIN, FP16_SUBNORMAL_MIN, regime_overrides, underflow_fractions
 from optbench.studies.run import run_study
 from optbench.training.checks import validate
@@ -130,7 +130,10 @@ def test_optimizer_memory_test_preset_measures_the_textbook_state_sizes(
     assert list(cases) == list(cfg.run_cases)
     for c in cases.values():  # computed from the measured ratio and the config's claim
         assert c["value"] == c["state_ratio"] == c["state_bytes"] / c["param_bytes"]
-        assert c["verdict"] == verdict_of(c["state_ratio"], c["expected_ratio"], c["tolerance"])
+        claimed_dtype = c["expected_state_dtype"]
+        assert c["verdict"] == verdict_of(
+            c["state_ratio"], c["expected_ratio"], c["tolerance"], c["state_dtype"], claimed_dtype
+        )
         assert c["step_ratio"] > 0 and c["iteration_ratio"] > 0
     assert cases["sgd"]["state_bytes"] == 0
     assert cases["momentum"]["state_ratio"] == pytest.approx(1.0, abs=1e-3)
@@ -141,9 +144,35 @@ def test_optimizer_memory_test_preset_measures_the_textbook_state_sizes(
     assert lbfgs["state_ratio"] == pytest.approx(2 + 2 * lbfgs["history_pairs"], abs=1e-3)
     assert lbfgs["evaluations_per_step"] > 1 and lbfgs["iteration_ratio"] > 2  # step() runs its closure
     assert all(c["evaluations_per_step"] == 1 for name, c in cases.items() if name != "lbfgs")
+    # Mixed precision keeps float32 weights and float32 moments; bf16-true halves both.
+    mixed, true = cases["adam_bf16_mixed"], cases["adam_bf16_true"]
+    assert mixed["param_dtype"] == mixed["state_dtype"] == "float32"
+    assert mixed["state_bytes"] == cases["adam"]["state_bytes"] and mixed["state_ratio_fp32"] == pytest.approx(
+        2.0, abs=1e-3
+    )
+    assert true["param_dtype"] == true["state_dtype"] == "bfloat16"
+    assert true["param_bytes"] * 2 == cases["adam"]["param_bytes"]
+    assert true["state_ratio"] == pytest.approx(2.0, abs=1e-3) and true["state_ratio_fp32"] == pytest.approx(
+        1.0, abs=1e-3
+    )
     assert all(c["verdict"] == AS_CLAIMED for c in cases.values())
     children = check_mlflow(mlflow_client, "optimizer_memory", verdict, n_children=len(cases))
     for run in children:
         case = cases[run.data.tags["optbench.study_case"]]
         assert run.data.metrics["memory/state_ratio"] == pytest.approx(case["state_ratio"])
-        assert run.data.params["optimizer.name"] == case["case"]
+        assert run.data.params["optimizer.name"] == case["case"].split("_")[0]  # adam_bf16_true: adam
+
+
+def test_optimizer_memory_a_claimed_state_dtype_must_match():
+    assert verdict_of(2.0, 2.0, 0.05, "float32", "float32") == AS_CLAIMED
+    assert verdict_of(2.0, 2.0, 0.05, "bfloat16", "float32") == NOT_AS_CLAIMED  # right size, wrong dtype
+    assert verdict_of(2.0, 2.0, 0.05, "bfloat16", None) == AS_CLAIMED  # no dtype claimed
+    adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+    assert state_dtype(adam) == "none"  # state is created at the first step
+    adam.param_groups[0]["params"][0].grad = torch.ones(3, dtype=torch.bfloat16)
+    adam.step()
+    assert state_dtype(adam) == "bfloat16"  # the 0-dim float32 step counter is not a buffer
+    cfg = load_study("optimizer_memory", "test")
+    cfg.cases.adam_bf16_true.expected_state_dtype = "bf16"
+    with pytest.raises(ConfigError, match="name a torch dtype"):
+        check_knobs(cfg, ["adam_bf16_true"])

@@ -4,7 +4,10 @@ one step cost?
 Every case is an optimizer of conf/optimizer (with optional overrides). Its model is built from `train` with
 optbench.training.models.build_model and its optimizer with optbench.training.optim.build_optimizer, the code path of every
 optbench run, and both are driven directly (no Lightning, no MLflow inside the timed loop), cycling through
-the same `batches` training batches, a new one each iteration so that L-BFGS does not converge on one:
+the same `batches` training batches, a new one each iteration so that L-BFGS does not converge on one.
+A case's `precision` override is applied by the precision plugin Lightning's Trainer builds for it (optbench's
+build_trainer): bf16-true converts the model to bfloat16, bf16-mixed and 16-mixed keep the float32 weights
+and run the forward pass under autocast (16-mixed with its GradScaler), as in every optbench run:
 
     warm-up      `warmup_steps` iterations, so lazily created state exists (and L-BFGS's history fills)
     state ratio  optim.state_bytes (every tensor of the optimizer state, L-BFGS's lists and the 0-dim step
@@ -20,8 +23,11 @@ closure: step() evaluates the model up to max_iter times plus its line search, s
 iteration, and the evaluations per step are reported.
 
 The claim per case is the textbook state size in units of parameter memory: `expected_ratio`, plus
-`expected_per_pair` times the curvature pairs held (L-BFGS). The verdict is "as claimed" if
-|measured − expected| <= the case's `tolerance` (default `threshold`), else "not as claimed".
+`expected_per_pair` times the curvature pairs held (L-BFGS), and, where a case states it,
+`expected_state_dtype`, the dtype of its state buffers (0-dim counters aside). The verdict is "as claimed"
+if |measured − expected| <= the case's `tolerance` (default `threshold`) and the dtype is the stated one,
+else "not as claimed". The ratio's unit is the case's own parameter bytes; `state_ratio_fp32` puts it in
+float32 parameter bytes, the unit in which mixed precision is usually priced.
 """
 
 from __future__ import annotations
@@ -53,8 +59,36 @@ AS_CLAIMED, NOT_AS_CLAIMED = "as claimed", "not as claimed"
 # --- measuring ----------------------------------------------------------------------------------------------
 
 
-def verdict_of(measured: float, expected: float, tolerance: float) -> str:
-    return AS_CLAIMED if math.isfinite(measured) and abs(measured - expected) <= tolerance else NOT_AS_CLAIMED
+def verdict_of(
+    measured: float, expected: float, tolerance: float, dtype: str | None = None, expected_dtype: str | None = None
+) -> str:
+    """As claimed when the ratio is within the tolerance and, if a dtype is claimed, the state has it."""
+    close = math.isfinite(measured) and abs(measured - expected) <= tolerance
+    return AS_CLAIMED if close and (expected_dtype is None or dtype == expected_dtype) else NOT_AS_CLAIMED
+
+
+def state_dtype(optimizer: torch.optim.Optimizer) -> str:
+    """The dtype(s) of the optimizer's state buffers, '+'-joined; 0-dim counters and norms left out (torch
+    keeps Adam's step in float32 whatever the parameters); 'none' for a stateless optimizer."""
+    dtypes = set()
+    for state in optimizer.state.values():
+        for value in state.values():
+            tensors = value if isinstance(value, list) else [value]
+            dtypes |= {str(t.dtype).removeprefix("torch.") for t in tensors if torch.is_tensor(t) and t.dim() > 0}
+    return "+".join(sorted(dtypes)) or "none"
+
+
+def precision_plugin(run_cfg: DictConfig):
+    """The precision plugin Lightning's Trainer holds for this config, built by optbench's build_trainer (the
+    one place that maps a `precision` option to Lightning's plugins); the Trainer's global switch for
+    deterministic algorithms is put back."""
+    from optbench.training.train import build_trainer
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return build_trainer(run_cfg, None).precision_plugin
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def history_pairs(optimizer: torch.optim.Optimizer) -> int:
@@ -72,7 +106,9 @@ class Stepper:
         from optbench.training.optim import build_optimizer
 
         torch.manual_seed(run_cfg.seed)  # every optimizer starts from the same initialization
-        self.model = build_model(run_cfg.model, data).to(device)
+        self.precision = precision_plugin(run_cfg)
+        self.scaler = getattr(self.precision, "scaler", None)  # 16-mixed's GradScaler
+        self.model = self.precision.convert_module(build_model(run_cfg.model, data)).to(device)
         self.optimizer = build_optimizer(run_cfg.optimizer, self.model)
         self.criterion = nn.MSELoss() if data.is_regression else nn.CrossEntropyLoss()
         self.batches, self.iterations, self.evaluations = batches, 0, 0
@@ -80,15 +116,21 @@ class Stepper:
     def closure(self) -> torch.Tensor:
         self.evaluations += 1
         self.optimizer.zero_grad(set_to_none=True)
-        x, y = self.batches[self.iterations % len(self.batches)]
-        loss = self.criterion(self.model(x), y)
-        loss.backward()
+        x, y = self.precision.convert_input(self.batches[self.iterations % len(self.batches)])
+        with self.precision.forward_context():
+            loss = self.criterion(self.model(x), y)
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         return loss
 
     def iterate(self) -> None:
-        """One training iteration on the next batch."""
+        """One training iteration on the next batch (with a GradScaler: unscale, step, update, as Lightning)."""
         self.iterations += 1
-        self.optimizer.step(self.closure)
+        if self.scaler is None:
+            self.optimizer.step(self.closure)
+            return
+        self.closure()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def step(self) -> None:
         """optimizer.step() on the gradients already there; L-BFGS's step needs its closure."""
@@ -130,16 +172,20 @@ def measure_case(case: Stepper, reference: Stepper, warmup: int, repeats: int, d
         case.iterate()
         reference.iterate()
     held = state_bytes(case.optimizer)
+    parameters = sum(p.numel() for p in case.model.parameters())
     case.evaluations = 0
     iteration = paired_seconds(case.iterate, reference.iterate, repeats, device)
     evaluations_per_step = case.evaluations / repeats
     case.closure(), reference.closure()  # fresh gradients; the timed steps reuse them
     step = paired_seconds(case.step, reference.step, repeats, device)
     return {
-        "parameters": sum(p.numel() for p in case.model.parameters()),
+        "parameters": parameters,
         "param_bytes": case.param_bytes,
+        "param_dtype": str(next(case.model.parameters()).dtype).removeprefix("torch."),
         "state_bytes": held,
+        "state_dtype": state_dtype(case.optimizer),
         "state_ratio": held / case.param_bytes,
+        "state_ratio_fp32": held / (4 * parameters),
         "history_pairs": history_pairs(case.optimizer),
         "step_s": step["seconds"],
         "step_ratio": step["ratio"],
@@ -198,6 +244,12 @@ def check_knobs(cfg: DictConfig, names: list[str]) -> None:
                 f"study {cfg.name}: case {name} needs a number expected_ratio (its state bytes / parameter bytes, "
                 "the claim) and, optionally, a number expected_per_pair (per L-BFGS curvature pair)."
             )
+        dtype = cfg.cases[name].get("expected_state_dtype")
+        if dtype is not None and not (isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype)):
+            raise ConfigError(
+                f"study {cfg.name}: case {name} has expected_state_dtype {dtype!r}; name a torch dtype such as "
+                "float32 or bfloat16, or leave it out."
+            )
     if cfg.reference not in cfg.cases:
         raise ConfigError(f"study {cfg.name}: reference {cfg.reference} is not a case. Cases: {', '.join(cfg.cases)}.")
     for key in ("warmup_steps", "repeats", "batches"):
@@ -230,12 +282,16 @@ def run_case(study: Study, name: str, data, batches: list, device: str) -> dict[
         log_values(client, run_id, params=params, metrics=metrics)
     study.n_runs += 1
     tolerance = float(cfg.cases[name].get("tolerance", cfg.threshold))
+    expected_dtype = cfg.cases[name].get("expected_state_dtype")
     return {
         "case": name,
         "overrides": list(cfg.cases[name].overrides),
         "value": result["state_ratio"],
         "tolerance": tolerance,
-        "verdict": verdict_of(result["state_ratio"], result["expected_ratio"], tolerance),
+        "expected_state_dtype": expected_dtype,
+        "verdict": verdict_of(
+            result["state_ratio"], result["expected_ratio"], tolerance, result["state_dtype"], expected_dtype
+        ),
         "why": cfg.cases[name].get("why"),
         "run_id": run_id,
         **result,
@@ -294,16 +350,18 @@ class OptimizerMemory:
             f"{first['reference_step_s'] * 1e3:.3g} ms, iteration {first['reference_iteration_s'] * 1e3:.3g} ms, "
             "while paired with the first case).",
             "",
-            f"| optimizer | state / params | expected | tolerance | verdict | step × {ref} | iteration × {ref} | "
-            "evaluations per step | why |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"| optimizer | state / params | expected | tolerance | verdict | params / state dtype | "
+            f"state / fp32 params | step × {ref} | iteration × {ref} | evaluations per step | why |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in verdict["cases"]:
             pairs = f" ({c['history_pairs']} pairs)" if c["history_pairs"] else ""
+            dtype = f" ({c['expected_state_dtype']})" if c.get("expected_state_dtype") else ""
             lines.append(
-                f"| {c['case']} | {c['state_ratio']:.4f} | {c['expected_ratio']:g}{pairs} | ±{c['tolerance']:g} | "
-                f"**{c['verdict']}** | {fmt(c['step_ratio'], '.2f')} | {fmt(c['iteration_ratio'], '.2f')} | "
-                f"{fmt(c['evaluations_per_step'], '.3g')} | {c.get('why') or ''} |"
+                f"| {c['case']} | {c['state_ratio']:.4f} | {c['expected_ratio']:g}{pairs}{dtype} | ±{c['tolerance']:g} "
+                f"| **{c['verdict']}** | {c.get('param_dtype', 'n/a')} / {c.get('state_dtype', 'n/a')} | "
+                f"{fmt(c.get('state_ratio_fp32'), '.4f')} | {fmt(c['step_ratio'], '.2f')} | "
+                f"{fmt(c['iteration_ratio'], '.2f')} | {fmt(c['evaluations_per_step'], '.3g')} | {c.get('why') or ''} |"
             )
         return lines
 
