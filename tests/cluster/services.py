@@ -14,6 +14,7 @@ timeout; every PID is written to DIR/pids/<name>.pid before anything waits on it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -260,7 +261,9 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60) 
     _run([*as_postgres, "initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"])
     log = data / "server.log"
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
-    _run([*as_postgres, "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", str(int(timeout)), "-o", options, "start"])
+    _run(
+        [*as_postgres, "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", str(int(timeout)), "-o", options, "start"]
+    )
     pid = int((data / "postmaster.pid").read_text().split()[0])
     _record(workdir, "postgres", pid)
     _run([*as_postgres, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optbench"])
@@ -343,10 +346,8 @@ def _stop(pid: int, group: bool, sig: signal.Signals = signal.SIGTERM, timeout: 
         if not _alive(pid) and not (group and _group_alive(pid)):
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
