@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro targets test test-fast test-unit lint format benchmark clean
+.PHONY: setup repro targets test test-cluster test-fast test-unit lint format benchmark clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,15 +35,22 @@ targets: setup
 	  "best={adamw: results/tune/adamw/best.json, momentum: results/tune/momentum/best.json}" \
 	  "train_overrides=['batch_size=$(call param,batch_size)','precision=$(call param,precision)','data.prepared=data/prepared/$(call param,data).pt']"
 
-# Tests run on every core (pytest-xdist); each test runs in its own temporary directory.
+# Tests run on every core (pytest-xdist); each test runs in its own temporary directory. Then the cluster tests.
 test: setup lint
-	$(BIN)/python -m pytest -n auto --durations=15
+	$(BIN)/python -m pytest -n auto --durations=15 --ignore=tests/cluster
+	$(MAKE) --no-print-directory test-cluster
+
+# The cluster path against real services on 127.0.0.1 (a one-node SLURM cluster, PostgreSQL, an MLflow server;
+# tests/cluster/services.py, which installs slurm-wlm and munge when missing): one process, no xdist, because
+# the services belong to the pytest session.
+test-cluster: setup
+	$(BIN)/python -m pytest -p no:xdist -m cluster tests/cluster --durations=10
 
 test-fast: setup
-	$(BIN)/python -m pytest -n auto -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow" --ignore=tests/cluster
 
 test-unit: setup
-	$(BIN)/python -m pytest -m unit
+	$(BIN)/python -m pytest -m unit --ignore=tests/cluster
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
