@@ -11,34 +11,17 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from optbench.core.config import config_path, group_options
+from optbench.core.config import config_path
 from optbench.core.errors import ConfigError, fail, user_errors
 from optbench.core.logs import quiet_known_warnings
-
-
-def check_function_choice(args: list[str]) -> None:
-    """An unknown `function=` is a user error with the valid names (status 2), not Hydra's composition error
-    (status 1, which names the search path): checked on the command line before Hydra composes."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    valid = group_options("function")
-    for arg in args:
-        if arg.startswith("-") or not arg.lstrip("+~").startswith("function="):
-            continue
-        try:
-            (override,) = OverridesParser.create().parse_overrides([arg])
-        except Exception:  # a malformed override: Hydra reports it in its own words
-            continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        unknown = [str(v) for v in values if str(v) not in valid]
-        if unknown:
-            raise ConfigError(f"Unknown function '{unknown[0]}'. Valid functions: {', '.join(valid)}.")
+from optbench.trajectory.choices import check_function_choice, check_optimizer_names
 
 
 @hydra.main(version_base="1.3", config_path=config_path(), config_name="trajectory")
 def run(cfg: DictConfig) -> None:
     quiet_known_warnings()
     with user_errors():
+        check_optimizer_names(cfg.optimizers)  # before torch loads: a misspelt name is answered at once
         from optbench.trajectory.publish import trajectory  # torch and matplotlib load only now
 
         trajectory(cfg)

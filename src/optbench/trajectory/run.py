@@ -18,9 +18,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from optbench.core.config import group_options, load_option
+from optbench.core.config import load_option
 from optbench.core.errors import ConfigError
 from optbench.training.optim import build_optimizer, check_optimizer
+from optbench.trajectory.choices import check_optimizer_names
 from optbench.trajectory.functions import TestFunction
 
 TOLERANCE_MEASURES = ("distance", "gap")
@@ -62,11 +63,7 @@ class Outcome:
 def optimizer_config(name: str, function_cfg: DictConfig, settings: DictConfig | None = None) -> DictConfig:
     """The optimizer's config from conf/optimizer/<name>.yaml with the function's learning rate for it and any
     per-optimizer `settings` on top; checked by the same rules training applies."""
-    if name not in group_options("optimizer"):
-        raise ConfigError(
-            f"Unknown optimizer '{name}' in optimizers. Valid optimizers: {', '.join(group_options('optimizer'))}. "
-            "Give a list, for example 'optimizers=[sgd,momentum,adam]'."
-        )
+    check_optimizer_names([name])
     cfg = load_option("optimizer", name)
     overrides: dict[str, Any] = {}
     lrs = function_cfg.get("lr") or {}
@@ -140,12 +137,7 @@ def measure(function: TestFunction, path: Path, tolerance: float, measure_on: st
 
 def run_trajectories(cfg: DictConfig, function: TestFunction) -> tuple[list[Path], list[Outcome]]:
     """Every optimizer of `cfg.optimizers` on `function`; all names are checked before any runs."""
-    names = [str(n) for n in cfg.optimizers]
-    if not names or len(set(names)) < len(names):
-        raise ConfigError(
-            f"optimizers={names}: give a list of distinct optimizer names, for example "
-            "'optimizers=[sgd,momentum,adam]'."
-        )
+    names = check_optimizer_names(cfg.optimizers)
     configs = {name: optimizer_config(name, cfg.function, cfg.get("settings")) for name in names}
     paths = [run_optimizer(function, n, configs[n], int(cfg.steps), float(cfg.noise), int(cfg.seed)) for n in names]
     outcomes = [measure(function, p, float(cfg.tolerance), str(cfg.tolerance_on)) for p in paths]
