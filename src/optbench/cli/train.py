@@ -51,6 +51,9 @@ def main(cfg: DictConfig) -> float | None:
         from optbench.training.checks import apply_best, check_values
 
         check_values(apply_best(cfg))  # a bad value is reported before Lightning is even imported
+        from optbench.cluster.gpu import deterministic_cuda
+
+        deterministic_cuda(cfg.trainer)  # before anything starts CUDA
         from optbench.training.train import train
 
         metrics = train(cfg)

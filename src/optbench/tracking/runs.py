@@ -36,6 +36,7 @@ from optbench.tracking.panels import (
     source_tags,
     system_metrics,
 )
+from optbench.tracking.provenance import environment_tags
 from optbench.tracking.store import open_store, owner_tag
 
 TAG_PREFIX = "optbench."
@@ -92,12 +93,14 @@ def log_values(
     client.log_batch(run_id, params=params, metrics=list(metrics))
 
 
-def provenance_tags() -> dict[str, str]:
-    """The tags every run optbench opens carries: optbench version, the git state of its source, and who
-    and which command made it (MLflow's "Created by" and "Source")."""
+def provenance_tags(strategy: Mapping | None = None) -> dict[str, str]:
+    """The tags every run optbench opens carries: optbench version, the git state of its source, who and
+    which command made it (MLflow's "Created by" and "Source"), and where it ran (provenance.py: SLURM job,
+    world size, GPUs, CUDA stack; `strategy` is a training run's strategy group, for its world size)."""
     commit, dirty = git_state()
     tags = {
         **source_tags(),
+        **environment_tags(strategy=strategy),
         "mlflow.source.git.commit": commit,
         TAG_PREFIX + "git_commit": commit,
         TAG_PREFIX + "git_dirty": str(dirty).lower(),
@@ -152,7 +155,7 @@ def device_description(accelerator: str) -> str:
 
 def run_tags(cfg: DictConfig, data_fingerprint: str) -> dict[str, str]:
     return {
-        **provenance_tags(),
+        **provenance_tags(strategy=cfg.get("strategy")),
         NOTE_TAG: description(cfg, data_fingerprint),
         TAG_PREFIX + "data_fingerprint": data_fingerprint,
         TAG_PREFIX + "device": device_description(cfg.trainer.accelerator),
