@@ -460,3 +460,111 @@ def test_rerunning_continues_each_unfinished_study(tune_cfg):
     assert [s["n_trials"] for s in summary["studies"]["per_study"]] == [{"completed": 2}] * 2
     study = optuna.load_study(study_name="sgd-logreg-digits-lr", storage=tune_cfg().tune.storage)
     assert len(study.trials) == 2  # study 0 kept its first trial and added one
+
+
+# --- tuning workers on SLURM and shared storages: bad input is refused before anything is opened --------
+
+BAD_CLUSTER_INPUTS = {
+    "a PostgreSQL driver that is not installed": (
+        ["tune.storage=postgresql+pg8000://optuna:secret@127.0.0.1:5432/optuna"],
+        "the database driver 'pg8000' is not installed",
+    ),
+    "a gRPC proxy that is not running": (["tune.storage=grpc://127.0.0.1:{free_port}"], "no Optuna gRPC storage proxy"),
+    "a gRPC URL without a port": (["tune.storage=grpc://login1"], "grpc://host:port"),
+    "SLURM where sbatch is not on PATH": (
+        ["tune.launcher=slurm", "tune.storage=journal://{tmp}/optuna.log"],
+        "not found on PATH",
+    ),
+    "a SQLite file shared by SLURM jobs": (["tune.launcher=slurm"], "SQLite file on a network file system"),
+    "an unknown launcher": (["tune.launcher=pbs"], "tune.launcher must be one of local, slurm"),
+}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("case", list(BAD_CLUSTER_INPUTS))
+def test_bad_cluster_tuning_input_is_one_paragraph_and_nothing_is_opened_submitted_or_logged(
+    tune_cfg, tmp_path, mlflow_client, monkeypatch, case
+):
+    from optbench.tuning import storage
+
+    monkeypatch.setattr(storage, "GRPC_READY_TIMEOUT_S", 0.5)  # nothing listens there: no need to wait 5 s
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # a PATH without sbatch, even where SLURM is installed
+    overrides, message = BAD_CLUSTER_INPUTS[case]
+    cfg = tune_cfg(*(o.format(free_port=_free_port(), tmp=tmp_path) for o in overrides))
+    with pytest.raises(ConfigError, match=message) as err:
+        tune(cfg)
+    assert "\n" not in str(err.value) and "secret" not in str(err.value)  # one paragraph, no password
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "optuna.log").exists()
+    assert mlflow_client.get_experiment_by_name(cfg.experiment) is None
+
+
+@pytest.mark.unit
+def test_slurm_tuning_without_sbatch_exits_2_on_the_command_line_without_a_traceback(tmp_path):
+    env = {**_env(tmp_path), "PATH": str(tmp_path / "bin")}
+    cli = _tune_cli(tmp_path, "tune.launcher=slurm", "tune.n_jobs=2", f"tune.storage=journal://{tmp_path}/j.log")
+    result = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "sbatch" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "j.log").exists()
+
+
+@pytest.mark.unit
+def test_the_slurm_block_becomes_submitit_parameters_and_unset_values_are_left_to_slurm():
+    from optbench.cluster.workers import executor_parameters
+
+    cfg = compose_config(
+        "tune.slurm.partition=gpu", "+tune.slurm.additional_parameters.account=p42", config_name="tune"
+    )
+    slurm = OmegaConf.to_container(cfg.tune.slurm, resolve=True)
+    assert executor_parameters(slurm) == {
+        "slurm_partition": "gpu",
+        "timeout_min": cfg.tune.slurm.timeout_min,
+        "cpus_per_task": cfg.tune.slurm.cpus_per_task,
+        "mem_gb": cfg.tune.slurm.mem_gb,
+        "slurm_additional_parameters": {"account": "p42"},
+    }
+    with pytest.raises(ConfigError, match="unknown SLURM setting"):
+        executor_parameters({**slurm, "gpus": 1})
+
+
+@pytest.mark.unit
+def test_storage_urls_are_shown_without_passwords_and_files_by_absolute_path(tmp_path):
+    from optbench.tuning.storage import absolute, shown
+
+    assert (
+        shown("postgresql+psycopg2://optuna:secret@db:5432/optuna") == "postgresql+psycopg2://optuna:***@db:5432/optuna"
+    )
+    assert shown("journal:///shared/optuna.log") == "journal:///shared/optuna.log"
+    assert absolute("sqlite:///optuna.db") == f"sqlite:///{tmp_path / 'optuna.db'}"  # tests run in tmp_path
+    assert absolute("journal://runs/optuna.log") == f"journal://{tmp_path / 'runs' / 'optuna.log'}"
+    assert absolute("grpc://login1:13000") == "grpc://login1:13000"
+
+
+@pytest.mark.slow
+def test_workers_share_a_study_through_the_grpc_proxy_with_exactly_the_budget(tune_cfg, tmp_path):
+    # optbench-tune-proxy in front of a SQLite file here; on a cluster it fronts PostgreSQL (tests/cluster).
+    port = _free_port()
+    proxy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "optbench-tune-proxy"), "--storage", f"sqlite:///{tmp_path / 'p.db'}"]
+        + ["--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=120)  # start-up
+        summary = tune(tune_cfg(f"tune.storage=grpc://127.0.0.1:{port}", "tune.n_trials=3", "tune.n_jobs=2"))
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+    assert summary["n_finished"] == 3
+    study = optuna.load_study(study_name="sgd-mlp-digits-lr", storage=f"sqlite:///{tmp_path / 'p.db'}")
+    counted = [t for t in study.trials if t.user_attrs.get("outcome") != "surplus"]
+    assert len(counted) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in counted)

@@ -6,29 +6,27 @@
 `tune.n_studies` independent studies (replicate.py) of `tune.n_trials` trials each, over the search space
 of spaces.py. Each trial is an optbench-train run (same config, a few sampled values, the tuning seed) and
 an MLflow child run of its study's parent run. Studies live in persistent Optuna storage: rerunning the
-command continues each up to `tune.n_trials` finished trials, and several processes may share one.
+command continues each up to `tune.n_trials` finished trials, and several processes may share one:
+local processes or SLURM jobs (workers.py), on SQLite, a journal file, PostgreSQL or a gRPC proxy (storage.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
 import optuna
-from filelock import FileLock
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from optbench.core import timings
-from optbench.core.errors import ConfigError, OptbenchError
+from optbench.core.errors import ConfigError
 from optbench.core.files import write_json
-from optbench.core.logs import quiet_known_warnings, quiet_routine_logs
-from optbench.core.threads import share_cores
+from optbench.core.logs import quiet_routine_logs
 from optbench.tracking import (
     TAG_PREFIX,
     ends_run,
@@ -45,6 +43,8 @@ from optbench.tuning.plots import plot_sensitivity, save_optimization_history
 from optbench.tuning.progress import FINISHED_STATES, TrialProgress, finished, rounded
 from optbench.tuning.replicate import check_replication, combine, replica_config
 from optbench.tuning.spaces import SearchParam, describe, parse_search_space, settings_of, space_record
+from optbench.tuning.storage import open_storage, shown
+from optbench.tuning.workers import check_launcher, run_workers
 
 log = logging.getLogger("optbench")
 
@@ -52,44 +52,6 @@ log = logging.getLogger("optbench")
 def study_name(cfg: DictConfig) -> str:
     # Optimizer first, as in training run names (adam-mlp-digits-s0): runs tables sort and cut names alike.
     return cfg.tune.study_name or f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.data.name}-{cfg.tune.name}"
-
-
-def open_storage(url: str, heartbeat_interval: int = 15, grace_period: int = 60) -> optuna.storages.BaseStorage:
-    """Optuna storage for `url`, created under a file lock so parallel workers never race to create it.
-
-    `journal:///path/file.log` gives Optuna's journal file storage (for shared file systems); anything
-    else is a database URL for RDBStorage, with heartbeats so trials of killed processes can be failed.
-    """
-    if url.startswith("journal://"):
-        path = Path(url[len("journal://") :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = "sqlite:///" + str(Path(url[len("sqlite:///") :]).resolve())
-    lock = Path(url[len("sqlite:///") :] + ".lock") if url.startswith("sqlite:///") else None
-    try:
-        if lock is not None:
-            if not lock.parent.is_dir():
-                raise ConfigError(f"tune.storage={url}: the folder {lock.parent} does not exist.")
-            with FileLock(str(lock)):
-                return _rdb_storage(url, heartbeat_interval, grace_period)
-        return _rdb_storage(url, heartbeat_interval, grace_period)
-    except ConfigError:
-        raise
-    except Exception as err:  # SQLAlchemy and driver errors: bad scheme, unreachable server, no permission
-        raise ConfigError(f"tune.storage={url} cannot be opened as Optuna storage: {err}") from None
-
-
-def _rdb_storage(url: str, heartbeat_interval: int, grace_period: int) -> optuna.storages.RDBStorage:
-    """RDBStorage with heartbeats: a trial whose process died (no heartbeat for `grace_period` s) is marked
-    FAIL and retried once with the same parameters, so a resumed study covers the points an uninterrupted
-    one would (and the retried run continues from the dead one's checkpoint)."""
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
 
 
 def _storage(cfg: DictConfig) -> optuna.storages.BaseStorage:
@@ -129,6 +91,7 @@ def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
     if t.direction not in ("maximize", "minimize"):
         raise ConfigError(f"tune.direction must be maximize or minimize, got {t.direction!r}.")
     check_replication(cfg)
+    check_launcher(cfg)
     if cfg.strategy.name == "ddp":
         raise ConfigError(
             "strategy=ddp cannot run inside a tuning loop: Lightning starts the other ranks by re-running the "
@@ -222,15 +185,12 @@ def _tune_study(
         cfg.seed,
         done,
         cfg.tune.n_trials,
-        cfg.tune.storage,
+        shown(cfg.tune.storage),
     )
     with ends_run(client, parent_id):
         if done < cfg.tune.n_trials:
             resolved = OmegaConf.to_container(cfg, resolve=True)
-            if cfg.tune.n_jobs == 1:
-                _optimize(resolved, name, parent_id, str(out))
-            else:
-                _optimize_in_processes(resolved, name, parent_id, str(out), cfg.tune.n_jobs)
+            run_workers(_optimize, resolved, name, parent_id, str(out))  # here, local processes or SLURM jobs
         study = optuna.load_study(study_name=name, storage=storage)
         summary = summarize(study, cfg, space, out, index)
         summary["mlflow_run_id"] = parent_id
@@ -274,6 +234,7 @@ def _parent_run(
     # and, when the study ends, the values found (best/<key>), never the defaults.
     searched = {p.key for p in space} | {p.key.rsplit(".", 1)[0] for p in space if p.key.rsplit(".", 1)[-1].isdigit()}
     params = {k: v for k, v in run_params(cfg).items() if not k.startswith("tune.search_space") and k not in searched}
+    params["tune.storage"] = shown(cfg.tune.storage)  # never a database password in MLflow
     params |= {f"search.{key}": line.strip() for key, line in zip((p.key for p in space), describe(space).splitlines())}
     log_values(client, run.info.run_id, params=params)
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
@@ -319,26 +280,6 @@ def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
         if t.number < trial.number and t.user_attrs.get("outcome") != "surplus"
     ]
     return len(earlier) >= n_trials
-
-
-def _worker(resolved: dict, name: str, parent_id: str, out: str, index: int) -> None:
-    quiet_known_warnings()
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    share_cores(resolved["tune"]["n_jobs"], f"tuning worker {index}")  # n_jobs x threads <= cores
-    _optimize(resolved, name, parent_id, out)
-
-
-def _optimize_in_processes(resolved: dict, name: str, parent_id: str, out: str, n_jobs: int) -> None:
-    # Processes, not threads: each trial seeds torch's global RNG and runs its own Trainer.
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(resolved, name, parent_id, out, i)) for i in range(n_jobs)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    failed = [w.exitcode for w in workers if w.exitcode != 0]
-    if failed:
-        raise OptbenchError(f"{len(failed)} of {n_jobs} tuning workers exited with an error (exit codes {failed}).")
 
 
 def objective(trial: optuna.Trial, cfg: DictConfig, space: list[SearchParam], parent_id: str, out: Path) -> float:
