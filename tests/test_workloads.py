@@ -14,8 +14,10 @@ from conftest import compose_config
 from torch import nn
 
 from optbench.core.errors import ConfigError
-from optbench.training.data import Dataset, Split
-from optbench.training.models import build_model, num_parameters
+from optbench.training import synthetic
+from optbench.training.data import Dataset, Split, load_dataset
+from optbench.training.models import build_model, distance_to_optimum, num_parameters
+from optbench.training.prepare import prepare
 from optbench.training.train import train
 
 # --------------------------------------------------------------------------------------------------------------
@@ -144,3 +146,165 @@ def test_vit_trains_through_optbench_train(make_cfg) -> None:
     metrics = train(make_cfg("data=digits", "model=vit", "logger=none"))
 
     assert metrics["train/steps"] == 4 and math.isfinite(metrics["test/loss"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# data=quadratic and data=regression: least squares with a known optimum
+# --------------------------------------------------------------------------------------------------------------
+
+
+def least_squares(name: str, *overrides: str) -> Dataset:
+    return load_dataset(compose_config(f"data={name}", "model=linear", *overrides).data)
+
+
+def condition_number(matrix: torch.Tensor) -> float:
+    values = torch.linalg.eigvalsh(matrix)
+    return float(values.max() / values.min())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kappa", [1.0, 10.0, 100.0, 1000.0])
+def test_quadratic_training_loss_has_the_chosen_condition_number(kappa: float) -> None:
+    data = least_squares("quadratic", f"data.condition_number={kappa}", "data.dimension=20", "data.n_samples=400")
+
+    assert condition_number(synthetic.hessian(data.train.x)) == pytest.approx(kappa, rel=1e-4)
+
+
+@pytest.mark.unit
+def test_quadratic_hessian_is_twice_the_feature_covariance_and_one_for_the_bias() -> None:
+    data = least_squares("quadratic", "data.dimension=10", "data.n_samples=200")
+    hessian = synthetic.hessian(data.train.x)
+
+    # Features centred exactly: the bias decouples from the weights, its curvature is 2 x mean(1^2).
+    torch.testing.assert_close(hessian[-1, :-1], torch.zeros(10, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert hessian[-1, -1].item() == pytest.approx(2.0)
+    assert torch.linalg.eigvalsh(hessian).min().item() == pytest.approx(2.0, rel=1e-5)  # smallest eigenvalue 1
+
+
+@pytest.mark.unit
+def test_quadratic_eigenvalues_fall_in_two_clusters_like_deepobs() -> None:
+    values = synthetic.eigenvalues(100, 100.0, 0.9, torch.Generator().manual_seed(0))
+
+    low, high = values[:90], values[90:]
+    assert low.min() >= 1 and low.max() <= 2 and high.min() >= 50 and high.max() <= 100
+    assert (values[0].item(), values[-1].item()) == (1.0, 100.0)
+
+
+@pytest.mark.unit
+def test_random_rotation_is_orthogonal() -> None:
+    rotation = synthetic.random_rotation(30, torch.Generator().manual_seed(1))
+
+    torch.testing.assert_close(rotation.T @ rotation, torch.eye(30, dtype=torch.float64))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["quadratic", "regression"])
+def test_closed_form_optimum_has_zero_gradient(name: str) -> None:
+    data = least_squares(name)
+    params = data.optimum.clone().requires_grad_(True)
+    x, y = data.train.x.double(), data.train.y.double().squeeze(1)
+
+    loss = ((x @ params[:-1] + params[-1] - y) ** 2).mean()
+    (gradient,) = torch.autograd.grad(loss, params)
+    at_zero = 2 * torch.cat([x.T @ -y, -y.sum()[None]]) / len(y)  # the gradient at θ = 0, for scale
+
+    assert gradient.norm() < 1e-9 * at_zero.norm()
+
+
+@pytest.mark.unit
+def test_optimal_training_loss_is_below_the_loss_anywhere_else() -> None:
+    data = least_squares("quadratic", "data.dimension=10", "data.n_samples=300")
+    best = synthetic.optimal_losses(data)["train"]
+    gen = torch.Generator().manual_seed(0)
+
+    for _ in range(5):
+        nearby = data.optimum + 1e-3 * torch.randn(11, generator=gen, dtype=torch.float64)
+        assert synthetic.mean_squared_error(data.train.x, data.train.y, nearby) > best
+
+
+@pytest.mark.unit
+def test_quadratic_optimal_loss_is_about_the_label_noise_variance() -> None:
+    losses = synthetic.optimal_losses(least_squares("quadratic", "data.noise=2.0"))
+
+    # Least squares with 101 parameters on 1,400 rows fits 101/1400 of the noise: E[train] = 4 (1 - 101/1400).
+    assert losses["train"] == pytest.approx(4 * (1 - 101 / 1400), rel=0.1)
+    assert losses["val"] == pytest.approx(4.0, rel=0.2) and losses["test"] == pytest.approx(4.0, rel=0.2)
+
+
+@pytest.mark.unit
+def test_quadratic_problem_follows_split_seed_only() -> None:
+    fingerprint = lambda *o: least_squares("quadratic", "data.dimension=5", "data.n_samples=100", *o).fingerprint  # noqa: E731
+
+    assert fingerprint() == fingerprint()
+    assert fingerprint() != fingerprint("data.split_seed=1")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.condition_number=0.5"], "data.condition_number must be a finite number >= 1"),
+        (["data.dimension=1"], "data.dimension must be a whole number >= 2"),
+        (["data.low_fraction=1.0"], "data.low_fraction must be in"),
+        (["data.n_samples=120"], "needs more training examples than parameters"),
+    ],
+)
+def test_quadratic_settings_that_cannot_build_the_problem_are_config_errors(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        least_squares("quadratic", *overrides)
+
+
+@pytest.mark.unit
+def test_distance_to_optimum_is_undefined_for_a_model_that_is_not_the_linear_one() -> None:
+    data = least_squares("regression")
+    linear = build_model(compose_config("data=regression", "model=linear").model, data)
+    mlp = build_model(compose_config("data=regression", "model=mlp").model, data)
+
+    assert math.isfinite(distance_to_optimum(linear, data.optimum))
+    assert math.isnan(distance_to_optimum(mlp, data.optimum))
+
+
+@pytest.mark.unit
+def test_prepare_records_the_optimal_loss_of_each_split(tmp_path) -> None:
+    cfg = compose_config(
+        "data=quadratic",
+        f"output={tmp_path / 'q.pt'}",
+        f"info={tmp_path / 'q.json'}",
+        config_name="prepare",
+        hydra_node=False,
+    )
+
+    info = prepare(cfg)
+
+    assert info["optimal_loss"] == synthetic.optimal_losses(least_squares("quadratic"))
+    assert "optimal_loss" not in prepare(
+        compose_config(
+            "data=digits",
+            f"output={tmp_path / 'd.pt'}",
+            f"info={tmp_path / 'd.json'}",
+            config_name="prepare",
+            hydra_node=False,
+        )
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "lr", "epochs"), [("quadratic", 0.1, 20), ("regression", 0.05, 15)])
+def test_least_squares_workload_approaches_its_known_optimum(name: str, lr: float, epochs: int, make_cfg) -> None:
+    cfg = make_cfg(
+        f"data={name}",
+        "model=linear",
+        "optimizer=adam",
+        f"optimizer.lr={lr}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.limit_train_batches=null",
+        "trainer.limit_val_batches=null",
+        "logger=none",
+    )
+    optimal = synthetic.optimal_losses(load_dataset(cfg.data))
+
+    metrics = train(cfg)
+
+    # Within 1.5x of the exact solution's validation loss (from hundreds of times it at the start).
+    assert metrics["val/loss"] < 1.5 * optimal["val"]
+    assert metrics["train/dist_to_opt"] < 1.0

@@ -26,8 +26,9 @@ from torch import Tensor
 
 from optbench.core.errors import ConfigError, DataNotFoundError
 from optbench.core.files import atomic_path
+from optbench.training import synthetic
 
-EMBEDDED = ("digits", "mnist5k", "regression")
+EMBEDDED = ("digits", "mnist5k", "regression", "quadratic")
 # Option name -> (torchvision class, folder torchvision reads under root).
 TORCHVISION = {
     "mnist": ("MNIST", "MNIST/raw"),
@@ -57,7 +58,7 @@ class Dataset:
     num_classes: int | None  # None for regression
     mean: tuple[float, ...] = ()  # per-channel normalization of uint8 images (empty: x is ready)
     std: tuple[float, ...] = ()
-    optimum: Tensor | None = None  # training-set least-squares solution [w, b], regression only
+    optimum: Tensor | None = None  # training-set least-squares solution [w, b]: regression and quadratic only
 
     @property
     def is_regression(self) -> bool:
@@ -82,8 +83,8 @@ def load_dataset(cfg: DictConfig) -> Dataset:
         return _digits(cfg)
     if cfg.name == "mnist5k":
         return _mnist5k(cfg)
-    if cfg.name == "regression":
-        return _regression(cfg)
+    if cfg.name in ("regression", "quadratic"):
+        return _least_squares(cfg)
     if cfg.name in TORCHVISION:
         return _torchvision(cfg)
     raise ConfigError(f"Unknown dataset '{cfg.name}'. Valid datasets: {', '.join(DATASETS)}.")
@@ -165,20 +166,13 @@ def _mnist5k(cfg: DictConfig) -> Dataset:
     return Dataset("mnist5k", train, val, test, input_shape=(1, 28, 28), num_classes=10)
 
 
-def _regression(cfg: DictConfig) -> Dataset:
-    gen = torch.Generator().manual_seed(cfg.split_seed)
-    n, d = cfg.n_samples, cfg.n_features
-    x = torch.randn(n, d, generator=gen)
-    w_true, b_true = torch.randn(d, generator=gen), torch.randn(1, generator=gen)
-    y = (x @ w_true + b_true + cfg.noise * torch.randn(n, generator=gen)).unsqueeze(1)
-    order = torch.randperm(n, generator=gen)
-    n_val, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
-    val_idx, test_idx, train_idx = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
-    train, val, test = (Split(x[i], y[i]) for i in (train_idx, val_idx, test_idx))
-    # The exact minimizer of the training mean squared error, in float64: [w, b].
-    design = torch.cat([train.x, torch.ones(len(train), 1)], dim=1).double()
-    optimum = torch.linalg.lstsq(design, train.y.double()).solution.squeeze(1)
-    return Dataset("regression", train, val, test, input_shape=(d,), num_classes=None, optimum=optimum)
+def _least_squares(cfg: DictConfig) -> Dataset:
+    """A synthetic least-squares problem (optbench.training.synthetic) with its exact optimum."""
+    build = synthetic.regression if cfg.name == "regression" else synthetic.quadratic
+    train, val, test = (Split(x, y) for x, y in build(cfg))
+    optimum = synthetic.least_squares_optimum(train.x, train.y)
+    shape = (train.x.shape[1],)
+    return Dataset(cfg.name, train, val, test, input_shape=shape, num_classes=None, optimum=optimum)
 
 
 def _torchvision(cfg: DictConfig) -> Dataset:

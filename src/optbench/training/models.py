@@ -97,7 +97,12 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def distance_to_optimum(model: nn.Module, optimum: torch.Tensor) -> torch.Tensor:
-    """||θ − θ*|| in float64 for the regression model (Flatten -> Linear, parameters [weight (1, d), bias])."""
-    linear = model[-1]
+    """||θ − θ*|| in float64 for the least-squares model (Flatten -> Linear, parameters [weight (1, d), bias]).
+
+    The optimum is that of model=linear: for any other model on the same data (model=mlp) the distance is
+    undefined and NaN is returned rather than a number of another problem."""
+    linear = model[-1] if isinstance(model, nn.Sequential) and len(model) == 2 else None
+    if not isinstance(linear, nn.Linear) or linear.weight.numel() + 1 != optimum.numel():
+        return torch.tensor(float("nan"), dtype=torch.float64, device=optimum.device)
     params = torch.cat([linear.weight.detach().flatten(), linear.bias.detach()]).double()
     return torch.linalg.vector_norm(params - optimum)

@@ -2,6 +2,9 @@
 
     optbench-prepare data=mnist5k        # -> data/prepared/mnist5k.pt and results/data/mnist5k.json
 
+For a problem with a known optimum (data=regression, data=quadratic) the JSON also holds the loss of each
+split at the optimum (optimal_loss).
+
 Later stages load the file (data.prepared=...), so every run of a pipeline sees the same bytes, and the
 fingerprint in the JSON is the MLflow tag optbench.data_fingerprint of each of those runs.
 """
@@ -16,6 +19,7 @@ from omegaconf import DictConfig
 from optbench.core import timings
 from optbench.core.files import write_json
 from optbench.training.data import load_dataset, save_prepared
+from optbench.training.synthetic import optimal_losses
 
 log = logging.getLogger("optbench.training.prepare")
 
@@ -35,6 +39,8 @@ def prepare(cfg: DictConfig) -> dict:
         "num_classes": data.num_classes,
         "file": str(cfg.output),
     }
+    if data.optimum is not None:  # a known optimum: the loss of each split there, the floor of any target
+        info["optimal_loss"] = optimal_losses(data)
     write_json(cfg.info, info)
     log.info(
         "Prepared %s: %d/%d/%d train/val/test, fingerprint %s -> %s",
