@@ -1,9 +1,10 @@
 """Quantities that several study kinds measure: distances between parameter vectors, and where a study's
-runs execute."""
+runs execute (and on how many CPU threads)."""
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from omegaconf import DictConfig
@@ -45,3 +46,15 @@ def device_of(cfg: DictConfig) -> str:
             "sees none on this machine. Run the default CPU-sized study (no --preset), or run on a GPU machine."
         )
     return "cuda"
+
+
+@contextmanager
+def cpu_threads(threads: int | None, device: str):
+    """torch's intra-op threads set to `threads` for the block (CPU only; None keeps torch's default)."""
+    before = torch.get_num_threads()
+    if device == "cpu" and threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -36,7 +36,6 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -48,7 +47,7 @@ from optbench.core.config import compose_config
 from optbench.core.errors import ConfigError
 from optbench.core.figures import save_figure, subplots
 from optbench.studies.config import selected_cases
-from optbench.studies.measures import device_of
+from optbench.studies.measures import cpu_threads, device_of
 from optbench.studies.report import fmt
 from optbench.studies.runner import Study
 from optbench.tracking import TAG_PREFIX, log_values, open_run, run_params
@@ -210,18 +209,6 @@ def training_batches(run_cfg: DictConfig, count: int, device: str):
     if not batches:
         raise ConfigError(f"batch_size={run_cfg.batch_size} exceeds the {len(data.train)} training examples.")
     return data, batches
-
-
-@contextmanager
-def cpu_threads(threads: int | None, device: str):
-    """torch's intra-op threads set to `threads` for the block (CPU only; None keeps torch's default)."""
-    before = torch.get_num_threads()
-    if device == "cpu" and threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def case_config(cfg: DictConfig, name: str) -> DictConfig:
