@@ -200,6 +200,24 @@ def test_a_workload_without_a_targets_file_says_how_to_make_one(suite_store):
 
 # --- the pipeline end to end ------------------------------------------------------------------------------
 
+
+@pytest.mark.unit
+@pytest.mark.parametrize("preset", ["params.yaml", "gpu.yaml"])
+def test_every_suite_preset_sets_the_same_knobs_with_existing_options(preset):
+    knobs = yaml.safe_load((ROOT / "pipelines/suite/params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "pipelines/suite" / preset).read_text())
+    assert params.keys() == knobs.keys()
+    keys = set(next(iter(knobs["workloads"].values())))
+    for name, workload in params["workloads"].items():
+        assert set(workload) == keys, name
+        assert (ROOT / "conf/data" / f"{workload['data']}.yaml").is_file(), name
+        assert (ROOT / "conf/model" / f"{workload['model']}.yaml").is_file(), name
+    assert all((ROOT / "conf/optimizer" / f"{o}.yaml").is_file() for o in params["optimizers"].split(","))
+    assert len(params["seeds"].split(",")) >= 3
+    for group in ("trainer", "precision"):
+        assert (ROOT / "conf" / group / f"{params[group]}.yaml").is_file(), group
+
+
 TINY = {
     "optimizers": "sgd,adam",
     "seeds": "0,1",
@@ -219,6 +237,7 @@ TINY = {
             "metric": metric,
             "direction": direction,
             "prune_on": metric.replace("_best", ""),
+            "overrides": "",
         }
         for name, data, model, metric, direction in [
             ("digits_mlp", "digits", "mlp", "val/acc_best", "maximize"),
