@@ -381,7 +381,8 @@ def stop_all(workdir: Path) -> list[str]:
         group = text.startswith("g")
         # PostgreSQL answers SIGINT with a fast shutdown (SIGTERM would wait for its clients to leave)
         sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-        _stop(int(text.lstrip("g")), group, sig)
+        # the MLflow server's state is in PostgreSQL: its many workers get 10 s, not 30, before SIGKILL
+        _stop(int(text.lstrip("g")), group, sig, timeout=10 if group else 30)
         (pids / f"{name}.pid").unlink()
         stopped.append(name)
     datadir = Path(workdir) / "postgres.datadir"

@@ -12,11 +12,12 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,7 +63,10 @@ def set_experiment_kind(client: MlflowClient, experiment) -> None:
     """Tag an experiment as model development, unless it already has a kind (one a user chose stays)."""
     key, value = EXPERIMENT_KIND
     if key not in (experiment.tags or {}):
-        client.set_experiment_tag(experiment.experiment_id, key, value)
+        # Parallel jobs (a SLURM array) may tag a new experiment at once; on a PostgreSQL store the later insert
+        # fails with a unique-key violation, and the tag is set either way.
+        with suppress(MlflowException):
+            client.set_experiment_tag(experiment.experiment_id, key, value)
 
 
 def log_dataset(client: MlflowClient, run_id: str, data: DictConfig, data_fingerprint: str) -> None:
@@ -79,7 +83,13 @@ def log_dataset(client: MlflowClient, run_id: str, data: DictConfig, data_finger
         source=json.dumps(source),
         profile=json.dumps(profile, sort_keys=True),
     )
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # Parallel jobs of one sweep log the same split at once; on PostgreSQL the later insert of the shared
+        # dataset row fails with a unique-key violation. The row exists now, so linking it again succeeds.
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def _plain(value: Any) -> bool:
