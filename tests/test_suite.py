@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from optbench.core.errors import ConfigError
 from optbench.suite.build import build_suite
 from optbench.suite.publish import publish
+from optbench.suite.report import score_section
 from optbench.suite.scoring import problem_times, run_times, scores, workload_median_times
 from optbench.tracking import experiment_id
 
@@ -170,6 +171,8 @@ def test_the_report_scores_workload_x_seed_problems_and_writes_every_file(suite_
     ):
         assert (out / name).stat().st_size > 0, name
     assert "<table>" in (out / "report.html").read_text()
+    quoted = score_section(out / "report.md")
+    assert quoted.splitlines()[0].startswith("| Optimizer | AlgoPerf score") and len(quoted.splitlines()) == 4
 
 
 @pytest.mark.unit

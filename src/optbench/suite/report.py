@@ -202,3 +202,17 @@ def write_report(suite: Suite, output_dir: Path) -> list[Path]:
     write_text(output_dir / "report.html", html_page(text, output_dir, "Optimizer suite"))
     names = ("profile.csv", "runs.csv", "scores.json", "summary.json", "report.md", "report.html")
     return [Path(f) for f in files] + [output_dir / n for n in names]
+
+
+def score_section(report: Path) -> str:
+    """The score table of a written report.md, as the docs quote it (for a generated part of the README:
+    the docs show what the report says, never a copy typed by hand)."""
+    lines = Path(report).read_text().splitlines()
+    start = lines.index("## Scores")
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    block = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        block.append(line)
+    return "\n".join(block) + "\n"
