@@ -308,3 +308,91 @@ def test_least_squares_workload_approaches_its_known_optimum(name: str, lr: floa
     # Within 1.5x of the exact solution's validation loss (from hundreds of times it at the start).
     assert metrics["val/loss"] < 1.5 * optimal["val"]
     assert metrics["train/dist_to_opt"] < 1.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GPU tier: model=wide_resnet and model=vit_cifar, trained here on tiny generated CIFAR files
+# --------------------------------------------------------------------------------------------------------------
+
+
+def convolutions(model: nn.Module, side: int) -> list[nn.Conv2d]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (side, side)]
+
+
+@pytest.mark.unit
+def test_wide_resnet_16_4_has_the_papers_shape() -> None:
+    model = model_for(CIFAR_SHAPE, "model=wide_resnet", num_classes=100)
+
+    assert len(convolutions(model, 3)) == 1 + 3 * 2 * 2  # stem, then 3 groups of 2 blocks of 2 convolutions
+    assert [c.out_channels for c in convolutions(model, 1)] == [64, 128, 256]  # shortcuts where the shape changes
+    assert num_parameters(model) == pytest.approx(2.7e6, rel=0.05)  # WRN-16-4: 2.7 M in the paper
+    assert model(torch.randn(2, *CIFAR_SHAPE)).shape == (2, 100)
+
+
+@pytest.mark.unit
+def test_wide_resnet_depth_and_width_come_from_the_config() -> None:
+    model = model_for(CIFAR_SHAPE, "model=wide_resnet", "model.depth=10", "model.widen_factor=2")
+
+    assert len(convolutions(model, 3)) == 1 + 3 * 1 * 2
+    assert [c.out_channels for c in convolutions(model, 1)] == [32, 64, 128]
+
+
+@pytest.mark.unit
+def test_wide_resnet_halves_the_resolution_twice() -> None:
+    model = model_for(CIFAR_SHAPE, "model=wide_resnet", "model.depth=10", "model.widen_factor=1")
+    sides = []
+    for block in model:
+        if block.__class__.__name__ == "PreActBlock":
+            block.register_forward_hook(lambda m, i, out: sides.append(out.shape[-1]))
+
+    model(torch.randn(1, *CIFAR_SHAPE))
+
+    assert sides == [32, 16, 8]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("model.depth=15", "6n \\+ 4"), ("model.widen_factor=0", "widen_factor must be a positive")],
+)
+def test_wide_resnet_shapes_that_do_not_exist_are_config_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        model_for(CIFAR_SHAPE, "model=wide_resnet", override)
+
+
+@pytest.mark.unit
+def test_vit_cifar_is_the_vit_with_4x4_patches_on_32x32_images() -> None:
+    vit = vit_of(model_for(CIFAR_SHAPE, "model=vit_cifar"))
+
+    assert vit.patch_size == 4 and vit.seq_length == 64 + 1 and vit.image_size == 32
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Generated CIFAR-10 / CIFAR-100 files in their real format (test_data.py's writers), and overrides that
+    read them: (data overrides, number of training examples)."""
+    import torchvision
+    from test_data import CIFAR_CLASSES, TORCHVISION_CASES, trust_generated_cifar_files
+
+    def make(name: str) -> tuple[list[str], int]:
+        writer, val_size, _, _ = TORCHVISION_CASES[name]
+        root = tmp_path / "data"
+        written = writer(root)
+        class_name, folder = CIFAR_CLASSES[name]
+        trust_generated_cifar_files(monkeypatch, getattr(torchvision.datasets, class_name), root / folder)
+        return [f"data={name}", f"data.root={root}", f"data.val_size={val_size}"], len(written.train_y) - val_size
+
+    return make
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("data", "model"), [("cifar100", "wide_resnet"), ("cifar10", "vit_cifar"), ("cifar10", "resnet18")]
+)
+def test_gpu_tier_model_trains_on_generated_cifar_files(data: str, model: str, tiny_cifar, make_cfg) -> None:
+    overrides, n_train = tiny_cifar(data)
+    cfg = make_cfg(*overrides, f"model={model}", "batch_size=8", "trainer.limit_train_batches=2", "logger=none")
+
+    metrics = train(cfg)
+
+    assert metrics["train/steps"] == 2 and math.isfinite(metrics["test/loss"]) and n_train > 8

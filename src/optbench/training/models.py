@@ -1,5 +1,5 @@
-"""The models optbench trains: small ones that run on a laptop CPU (a small ViT among them), and ResNet-18
-for GPU studies."""
+"""The models optbench trains: small ones that run on a laptop CPU (a small ViT among them), and ResNet-18,
+a Wide ResNet and a larger ViT for the GPU tier."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch import nn
 from optbench.core.errors import ConfigError
 from optbench.training.data import Dataset
 
-IMAGE_MODELS = ("cnn", "resnet18", "vit")
-MODELS = ("logreg", "mlp", "cnn", "resnet18", "vit", "linear")
+IMAGE_MODELS = ("cnn", "resnet18", "wide_resnet", "vit", "vit_cifar")
+MODELS = ("logreg", "mlp", "cnn", "resnet18", "wide_resnet", "vit", "vit_cifar", "linear")
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> nn.Module:
@@ -29,7 +29,11 @@ def build_model(cfg: DictConfig, data: Dataset) -> nn.Module:
         return _cnn(data.input_shape, list(cfg.channels), cfg.hidden, outputs, cfg.batch_norm)
     if cfg.name == "resnet18":
         return _resnet18(data.input_shape[0], outputs, cfg.cifar_stem)
-    if cfg.name == "vit":
+    if cfg.name == "wide_resnet":
+        from optbench.training.wide_resnet import build_wide_resnet
+
+        return build_wide_resnet(cfg, data.input_shape[0], outputs)
+    if cfg.name in ("vit", "vit_cifar"):  # one network; vit_cifar is its GPU-sized option for 32x32 images
         from optbench.training.vit import build_vit
 
         return build_vit(cfg, data.input_shape, outputs)
