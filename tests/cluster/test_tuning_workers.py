@@ -97,3 +97,13 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_gpu_study_is_submitted_from_a_login_node_without_a_gpu_and_checked_where_it_runs(slurm, tmp_path):
+    from optbench.core.errors import ConfigError
+    from optbench.tuning.tune import check_tune_config
+
+    journal = f"journal://{tmp_path / 'optuna.log'}"
+    assert check_tune_config(slurm_tuning(tmp_path, journal, "trainer=gpu"))  # this machine has no GPU
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        check_tune_config(slurm_tuning(tmp_path, journal, "trainer=gpu", "tune.launcher=local"))

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import FrozenTrial, TrialState
 
 from optbench.core import timings
@@ -99,7 +99,13 @@ def check_tune_config(cfg: DictConfig) -> list[SearchParam]:
         )
     space = parse_search_space(cfg)
     build_sampler(cfg), build_pruner(cfg)
-    validate(apply_best(cfg))
+    checked = apply_best(cfg)
+    if t.get("launcher") == "slurm" and cfg.trainer.accelerator in ("gpu", "cuda"):
+        # Submitted from a login node, which has no GPU: the GPUs are the jobs', checked where the trials run.
+        checked = checked.copy()
+        with open_dict(checked):
+            checked.trainer.accelerator = "cpu"
+    validate(checked)
     return space
 
 
