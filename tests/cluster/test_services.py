@@ -4,7 +4,9 @@ server stores runs in PostgreSQL."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
+import services
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 
@@ -30,3 +32,16 @@ def test_mlflow_server_keeps_runs(mlflow_server: str) -> None:
     run = client.create_run(exp)
     client.set_terminated(run.info.run_id)
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_stop_all_stops_exactly_what_its_folder_started(slurm: dict[str, str], tmp_path: Path) -> None:
+    """A second cluster beside the session's: stopping it ends its own processes and leaves the session's running."""
+    second = services.start_slurm(tmp_path)
+    assert second["SLURM_CONF"] != slurm["SLURM_CONF"]
+    pids = [int(p.read_text()) for p in (tmp_path / "pids").glob("*.pid")]
+    assert len(pids) == 3  # munged, slurmctld, slurmd
+    assert sorted(services.stop_all(tmp_path)) == ["munged", "slurmctld", "slurmd"]
+    assert not [pid for pid in pids if services._alive(pid)]
+    assert not list((tmp_path / "pids").glob("*.pid"))
+    still = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=True)
+    assert still.stdout.strip() == "idle"  # the session's cluster (SLURM_CONF in os.environ) is untouched
