@@ -16,6 +16,7 @@ from PIL import Image
 
 from optbench.core.config import compose_config, group_options, load_option
 from optbench.core.errors import ConfigError
+from optbench.trajectory.docs import regenerate
 from optbench.trajectory.functions import load_function
 from optbench.trajectory.plot import frame_steps
 from optbench.trajectory.publish import trajectory
@@ -195,3 +196,25 @@ def test_an_unknown_name_exits_2_with_the_valid_ones_before_torch_loads(tmp_path
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "STATUS 2 TORCH False" in result.stdout, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_docs_generator_writes_each_blocks_images_and_table_and_then_finds_it_current(tmp_path):
+    doc = tmp_path / "doc.md"
+    command = "function=quadratic steps=3 'optimizers=[sgd,adam]' figure.frames=2 figure.fps=1"
+    doc.write_text(f"Intro.\n\n<!-- trajectory tiny: {command} -->\nold\n<!-- end trajectory tiny -->\n\nOutro.\n")
+    assert regenerate(doc) == ["tiny"]
+    text = doc.read_text()
+    assert text.startswith("Intro.\n\n<!-- trajectory tiny: ") and text.endswith(
+        "<!-- end trajectory tiny -->\n\nOutro.\n"
+    )
+    assert "[![quadratic: optimizer paths](images/trajectory-tiny.png)](images/trajectory-tiny.gif)" in text
+    assert "| sgd | 0.09 | not reached |" in text and "old" not in text
+    assert (tmp_path / "images" / "trajectory-tiny.png").stat().st_size > 0
+    assert (tmp_path / "images" / "trajectory-tiny.gif").stat().st_size > 0
+    assert regenerate(doc, check=True) == []
+
+
+@pytest.mark.slow  # reruns every documented command (without figures): about a minute here
+def test_the_tables_in_docs_trajectory_md_are_what_their_commands_compute():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "trajectory.md"
+    assert regenerate(doc, check=True) == [], "run: python -m optbench.trajectory.docs"

@@ -10,10 +10,25 @@ from typing import Any
 import numpy as np
 from matplotlib.animation import PillowWriter
 from matplotlib.colors import LogNorm, Normalize
+from PIL import Image
 
-from optbench.compare.styles import MARKERS, colors
+from optbench.compare.styles import LINE_STYLES, MARKERS, colors
 from optbench.core.figures import save_figure, subplots
 from optbench.trajectory.functions import TestFunction
+
+
+class PalettePillowWriter(PillowWriter):
+    """matplotlib's PillowWriter with every frame on one adaptive palette, undithered. Pillow's default
+    RGB-to-GIF conversion dithers onto a fixed web palette, which turns the contour shading into pixel noise;
+    one shared palette also lets Pillow store each later frame as only the region that changed. The palette
+    comes from the last frame, which holds every path in full and so every colour."""
+
+    def finish(self) -> None:
+        frames = [frame.convert("RGB") for frame in self._frames]
+        palette = frames[-1].quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        self._frames = [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
+        super().finish()
+
 
 GRID = 300  # contour grid points per axis: smooth lines at any figure size used here
 
@@ -73,14 +88,15 @@ def _figure(record: dict) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
         saddles=[tuple(s) for s in record["figure"]["saddles"]],
     )
     ratio = np.ptp(function.xlim) / np.ptp(function.ylim)
-    fig, ax = subplots(figsize=(min(4.6 * ratio, 8.0) + 3.4, 5.4))  # room for the square-ish map and the legend
+    fig, ax = subplots(figsize=(4.4 * min(ratio, 3.0) + 3.6, 5.4))  # the map at its aspect, and the legend
     draw_surface(ax, function)
     names = [o["optimizer"] for o in record["outcomes"]]
     palette = colors(names)
     artists = {}
     for i, outcome in enumerate(record["outcomes"]):
         name = outcome["optimizer"]
-        (line,) = ax.plot([], [], color=palette[name], lw=1.7, alpha=0.95, label=_label(outcome), zorder=3)
+        style = LINE_STYLES[i % len(LINE_STYLES)]  # paths that coincide still show as two
+        (line,) = ax.plot([], [], color=palette[name], ls=style, lw=1.7, label=_label(outcome), zorder=3)
         (end,) = ax.plot([], [], color=palette[name], marker=MARKERS[i % len(MARKERS)], ms=7, mec="black", mew=0.6)
         end.set_zorder(4)
         artists[name] = (line, end)
@@ -124,7 +140,7 @@ def animate_paths(record: dict, path: Path, frames: int, fps: int, dpi: int, log
     fig, ax, artists = _figure(record)
     title = ax.get_title()
     fig.tight_layout()
-    writer = PillowWriter(fps=fps)
+    writer = PalettePillowWriter(fps=fps)
     with writer.saving(fig, str(path), dpi):
         shown = frame_steps(record["steps"], frames, log_steps)
         for step in shown + [shown[-1]] * fps:
