@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -251,6 +252,7 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60) 
     PostgreSQL refuses to run as root); its path is recorded in the work folder so stop_all removes it.
     """
     port = port or free_port()
+    initdb, pg_ctl, createdb = (_postgres_bin(name) for name in ("initdb", "pg_ctl", "createdb"))
     as_postgres: list[str] = []
     if os.geteuid() == 0:
         as_postgres = ["runuser", "-u", "postgres", "--"]
@@ -258,16 +260,25 @@ def start_postgres(workdir: Path, port: int | None = None, timeout: float = 60) 
     (Path(workdir) / "postgres.datadir").write_text(str(data))
     if as_postgres:
         shutil.chown(data, "postgres", "postgres")
-    _run([*as_postgres, "initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"])
+    _run([*as_postgres, initdb, "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"])
     log = data / "server.log"
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
-    _run(
-        [*as_postgres, "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", str(int(timeout)), "-o", options, "start"]
-    )
+    _run([*as_postgres, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", str(int(timeout)), "-o", options, "start"])
     pid = int((data / "postmaster.pid").read_text().split()[0])
     _record(workdir, "postgres", pid)
-    _run([*as_postgres, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optbench"])
+    _run([*as_postgres, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optbench"])
     return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optbench"
+
+
+def _postgres_bin(name: str) -> str:
+    """A PostgreSQL server program: on PATH, else in Debian's versioned folder (not on PATH by default)."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise ServiceError(
+            f"PostgreSQL's {name} is not installed: install the server (Debian: `apt-get install -y postgresql`) "
+            "or put its bin folder on PATH, then run again."
+        )
+    return found
 
 
 def create_database(url: str, name: str) -> str:
@@ -422,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
         else:
             print("stopped: " + (", ".join(stop_all(args.dir.resolve())) or "nothing"), file=sys.stderr)
-    except (ServiceError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+    except (ServiceError, OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
         detail = getattr(err, "stderr", None) or ""
         print(f"error: {err}\n{detail}".rstrip(), file=sys.stderr)
         return 1
