@@ -134,3 +134,9 @@ def test_slurm_launcher_without_sbatch_submits_nothing(tmp_path: Path) -> None:
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "multirun").exists()
     assert not store.exists()
+
+
+def test_local_launcher_is_hydras_basic_one(tmp_path: Path) -> None:
+    hydra = _hydra_config("hydra/launcher=local", cwd=tmp_path)
+    assert hydra["launcher"]["_target_"] == "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert "slurm_checks" not in (hydra.get("callbacks") or {})
