@@ -214,6 +214,11 @@ def slurm_conf_text(sdir: Path, munge_socket: Path, ports: tuple[int, int]) -> s
 def start_slurm(workdir: Path, timeout: float = 60) -> dict[str, str]:
     """Start munged, slurmctld and slurmd for a one-node cluster; return the environment its clients need."""
     ensure_slurm_packages()
+    if os.geteuid() != 0:  # slurmd starts every job's processes as the job's user, which needs root
+        raise ServiceError(
+            "the local test cluster runs SLURM's daemons (slurmctld, slurmd) as root, and this user is not root: "
+            "run the cluster tests as root (CI and the development machines do), or on a real cluster."
+        )
     sdir = Path(workdir) / "slurm"
     for sub in ("state", "spool"):
         (sdir / sub).mkdir(parents=True, exist_ok=True)
