@@ -90,13 +90,16 @@ def test_lbfgs_convex_test_preset_judges_steps_to_the_tolerance(tracking_uri, ml
     cfg = load_study("lbfgs_convex", "test")
     verdict = run_study(cfg, tmp_path)
     check_well_formed(verdict, cfg, tmp_path, ("supported", "refuted", "inconclusive"))
+    assert list(verdict["problems"]) == ["regression", "quadratic"]
+    assert len(verdict["cases"]) == 2 * 2  # per problem, L-BFGS against each first-order method
     methods = verdict["problems"]["regression"]
     assert list(methods) == ["lbfgs", "sgd", "adam"]
     for method in ("sgd", "adam"):  # the chosen rate is one of the sweep's, by the stated rule
         assert methods[method]["lr"] in cfg.first_order[method].lrs
         assert [p["lr"] for p in methods[method]["sweep"]] == list(cfg.first_order[method].lrs)
     for claim in verdict["cases"]:  # each verdict is the signed-rank test of the recorded steps
-        a, b = ([r["steps"] for r in methods[m]["runs"]] for m in ("lbfgs", claim["than"]))
+        runs = verdict["problems"][claim["problem"]]
+        a, b = ([r["steps"] for r in runs[m]["runs"]] for m in ("lbfgs", claim["than"]))
         horizon = [float(cfg.max_steps)] * len(a)
         tested = censored_claim_test(a, b, horizon, horizon, margin=cfg.threshold, confidence=cfg.confidence)
         assert claim.get("verdict_unadjusted", claim["verdict"]) == tested["verdict"]
@@ -105,4 +108,4 @@ def test_lbfgs_convex_test_preset_judges_steps_to_the_tolerance(tracking_uri, ml
     assert all(r["evaluations"] == r["steps"] for r in methods["sgd"]["runs"] if r["steps"] is not None)
     report = (tmp_path / "report.md").read_text()
     assert "line search" in report and "Learning-rate sweeps" in report
-    check_mlflow(mlflow_client, "lbfgs_convex", verdict, n_children=len(methods))
+    check_mlflow(mlflow_client, "lbfgs_convex", verdict, n_children=2 * len(methods))

@@ -1,8 +1,8 @@
 """L-BFGS on convex problems (lbfgs_convex): does it reach the optimum in fewer steps than first-order
 methods, and what does a step cost?
 
-Every problem of `problems` is a convex problem with a known optimum θ* (data=regression: least squares,
-the float64 minimizer of the training error; model=linear). Every optimizer runs full batch (the whole
+Every problem of `problems` is a convex problem with a known optimum θ* (data=regression and data=quadratic:
+least squares, the float64 minimizer of the training error; model=linear). Every optimizer runs full batch (the whole
 training split every step, L-BFGS's setting), from the same initialization per seed, built by optbench's
 build_model and build_optimizer and driven directly (no Lightning: its per-step overhead would swamp the
 seconds of a 21-parameter model). After every step the relative distance ||θ − θ*|| / ||θ*|| is measured;
@@ -69,7 +69,7 @@ class FullBatchRun:
         if data.optimum is None:
             raise ConfigError(
                 f"data={data.name} has no known optimum; lbfgs_convex needs a convex problem that states one "
-                "(data=regression with model=linear)."
+                "(data=regression or data=quadratic, with model=linear)."
             )
         torch.manual_seed(run_cfg.seed)  # every optimizer of a seed starts from the same initialization
         self.model = build_model(run_cfg.model, data).to(device)
