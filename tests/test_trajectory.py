@@ -29,19 +29,14 @@ COMMAND = str(Path(sys.executable).parent / "optbench-trajectory")
 
 
 def _quadratic(*overrides: str):
-    """The quadratic 0.5 * (x^2 + 20 y^2) (condition 20, axis-aligned): gradient (x, 20 y)."""
-    cfg = compose_config(
-        "function=quadratic",
-        "function.params.condition=20",
-        "function.params.angle=0",
-        *overrides,
-        config_name="trajectory",
-    )
+    """The quadratic 0.5 * (x^2 + 20 y^2) (condition 20, axis-aligned) from (-4.5, 1.5): gradient (x, 20 y)."""
+    pinned = ["function.params.condition=20", "function.params.angle=0", "function.start=[-4.5,1.5]"]
+    cfg = compose_config("function=quadratic", *pinned, *overrides, config_name="trajectory")
     return cfg, load_function(cfg.function)
 
 
-def _path(name: str, lr: float, steps: int, **overrides) -> np.ndarray:
-    cfg, function = _quadratic(f"function.lr.{name}={lr}")
+def _path(name: str, lr: float, steps: int, *extra: str, **overrides) -> np.ndarray:
+    cfg, function = _quadratic(f"function.lr.{name}={lr}", *extra)
     return run_optimizer(function, name, optimizer_config(name, cfg.function), steps, **overrides).points
 
 
@@ -52,11 +47,12 @@ def test_sgd_on_the_quadratic_follows_w_minus_lr_times_gradient():
 
 
 def test_momentum_on_the_quadratic_follows_torchs_heavy_ball_rule():
-    # torch's convention: b1 = g1, b_k = 0.9 b_(k-1) + g_k, w <- w - lr b_k (lr 0.04, momentum 0.9 from momentum.yaml).
+    # torch's convention: b1 = g1, b_k = 0.9 b_(k-1) + g_k, w <- w - lr b_k (lr 0.04, momentum 0.9, no dampening).
     # x: g = -4.5, b = -4.5, x1 = -4.32; g = -4.32, b = -8.37, x2 = -3.9852; g = -3.9852, b = -11.5182, x3 = -3.524472
     # y: g = 30, b = 30, y1 = 0.3; g = 6, b = 33, y2 = -1.02; g = -20.4, b = 9.3, y3 = -1.392
     expected = [(-4.5, 1.5), (-4.32, 0.3), (-3.9852, -1.02), (-3.524472, -1.392)]
-    np.testing.assert_allclose(_path("momentum", 0.04, 3), expected, rtol=1e-12)
+    momentum = ["+function.settings.momentum.momentum=0.9", "+function.settings.momentum.dampening=0"]
+    np.testing.assert_allclose(_path("momentum", 0.04, 3, *momentum), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", group_options("function"))
@@ -176,6 +172,24 @@ def test_the_command_writes_the_picture_the_animation_and_the_table(tmp_path):
         assert gif.info["duration"] == 3 * 500  # the last frame held for fps (2) more frames at 500 ms
     with Image.open(out / "trajectory.png") as png:
         assert png.size[0] > 600
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "function=beale"]])
+def test_help_and_config_printing_answer_without_torch(tmp_path, args):
+    code = (
+        "import sys\n"
+        f"sys.argv = ['optbench-trajectory', *{args!r}]\n"
+        "from optbench.cli.trajectory import main\n"
+        "main()\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "TORCH False" in result.stdout, result.stdout + result.stderr
+    if args == ["--help"]:
+        assert result.stdout.startswith("optbench-trajectory: optimizer paths") and "Examples:" in result.stdout
+        assert "Functions (function=name):  beale, double_well, quadratic, rosenbrock" in result.stdout
+    else:
+        assert "name: beale" in result.stdout
 
 
 @pytest.mark.parametrize(
