@@ -2,6 +2,8 @@
 
 optbench-tune optimizer=adam tune=lr tune.n_trials=20
 optbench-tune -m optimizer=sgd,momentum,adam,adamw tune=full tune.n_trials=20 tune.n_studies=3
+optbench-tune optimizer=adam tune.n_trials=64 tune.n_jobs=16 tune.launcher=slurm \
+    tune.storage=postgresql+psycopg2://optuna@dbhost/optuna     # 16 SLURM workers, one study (docs/cluster.md)
 """
 
 from __future__ import annotations
