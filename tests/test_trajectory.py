@@ -21,7 +21,7 @@ from optbench.trajectory.functions import load_function
 from optbench.trajectory.plot import frame_steps
 from optbench.trajectory.publish import trajectory
 from optbench.trajectory.run import Path as TrajectoryPath
-from optbench.trajectory.run import measure, optimizer_config, run_optimizer, steps_to_tolerance
+from optbench.trajectory.run import measure, optimizer_config, run_optimizer, run_trajectories, steps_to_tolerance
 
 pytestmark = pytest.mark.unit
 
@@ -119,6 +119,12 @@ def test_an_unknown_optimizer_lists_the_valid_ones():
     cfg, _ = _quadratic()
     with pytest.raises(ConfigError, match="Unknown optimizer 'adamm' in optimizers. Valid optimizers: adafactor, "):
         optimizer_config("adamm", cfg.function)
+
+
+def test_an_unknown_tolerance_measure_is_refused_before_any_run():
+    cfg, function = _quadratic("tolerance_on=loss")
+    with pytest.raises(ConfigError, match="tolerance_on=loss: use one of distance, gap."):
+        run_trajectories(cfg, function)
 
 
 def test_lbfgs_takes_one_quasi_newton_iteration_per_step_and_reaches_the_minimum():

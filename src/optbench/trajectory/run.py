@@ -138,6 +138,8 @@ def measure(function: TestFunction, path: Path, tolerance: float, measure_on: st
 def run_trajectories(cfg: DictConfig, function: TestFunction) -> tuple[list[Path], list[Outcome]]:
     """Every optimizer of `cfg.optimizers` on `function`; all names are checked before any runs."""
     names = check_optimizer_names(cfg.optimizers)
+    if cfg.tolerance_on not in TOLERANCE_MEASURES:  # checked before the runs, not after them
+        raise ConfigError(f"tolerance_on={cfg.tolerance_on}: use one of {', '.join(TOLERANCE_MEASURES)}.")
     configs = {name: optimizer_config(name, cfg.function, cfg.get("settings")) for name in names}
     paths = [run_optimizer(function, n, configs[n], int(cfg.steps), float(cfg.noise), int(cfg.seed)) for n in names]
     outcomes = [measure(function, p, float(cfg.tolerance), str(cfg.tolerance_on)) for p in paths]
