@@ -314,20 +314,8 @@ def start_mlflow_server(workdir: Path, backend_url: str, port: int | None = None
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
     if mlflow is None:
         raise ServiceError("the `mlflow` command is not installed next to this Python")
-    cmd = [
-        mlflow,
-        "server",
-        "--backend-store-uri",
-        backend_url,
-        "--artifacts-destination",
-        str(artifacts),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    cmd = [mlflow, "server", "--backend-store-uri", backend_url, "--artifacts-destination", str(artifacts),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     _record(workdir, "mlflow-server", proc.pid, group=True)
