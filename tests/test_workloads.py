@@ -7,16 +7,21 @@ the exact input shapes the workloads use, so every check runs on the layers a re
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import compose_config
+from omegaconf import open_dict
 from torch import nn
 
-from optbench.core.errors import ConfigError
+from optbench.core.config import group_options, load_option
+from optbench.core.errors import ConfigError, OptbenchError
 from optbench.training import synthetic
 from optbench.training.data import Dataset, Split, load_dataset
 from optbench.training.models import build_model, distance_to_optimum, num_parameters
+from optbench.training.optimum_target import optimum_target
 from optbench.training.prepare import prepare
 from optbench.training.train import train
 
@@ -396,3 +401,124 @@ def test_gpu_tier_model_trains_on_generated_cifar_files(data: str, model: str, t
     metrics = train(cfg)
 
     assert metrics["train/steps"] == 2 and math.isfinite(metrics["test/loss"]) and n_train > 8
+
+
+# --------------------------------------------------------------------------------------------------------------
+# conf/workload: one config per workload, its target and (GPU tier) its preset
+# --------------------------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+WORKLOADS = group_options("workload")
+CPU_WORKLOADS = [name for name in WORKLOADS if load_option("workload", name).workload.tier == "cpu"]
+GPU_WORKLOADS = [name for name in WORKLOADS if load_option("workload", name).workload.tier == "gpu"]
+DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
+
+
+def workload_declared_in_train_yaml() -> bool:
+    return any("workload" in entry for entry in load_option(".", "train").defaults if not isinstance(entry, str))
+
+
+def workload_config(name: str, *overrides: str):
+    """optbench-train's config with the workload: `workload=<name>` once conf/train.yaml lists the group
+    (`- workload: null`), `+workload=<name>` until then; the `workload` node is dropped in that case,
+    because the training config's schema does not know it yet."""
+    if workload_declared_in_train_yaml():
+        return compose_config(f"workload={name}", *overrides)
+    cfg = compose_config(f"+workload={name}", *overrides)
+    with open_dict(cfg):
+        del cfg["workload"]
+    return cfg
+
+
+@pytest.mark.unit
+def test_the_workloads_of_issue_12_exist() -> None:
+    assert set(CPU_WORKLOADS) == {"digits_mlp", "mnist5k_cnn", "mnist5k_vit", "regression_linear", "quadratic_linear"}
+    assert set(GPU_WORKLOADS) == {"cifar10_resnet18", "cifar100_wrn", "cifar10_vit"}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_workload_config_declares_a_consistent_target(name: str) -> None:
+    option = load_option("workload", name)
+    data, model = (next(e[key] for e in option.defaults if key in e) for key in ("override /data", "override /model"))
+
+    assert option.workload.name == name
+    assert DIRECTIONS[option.workload.metric] == option.workload.direction
+    assert option.workload.target_file == f"conf/targets/{data}-{model}.yaml"
+    assert option.batch_size >= 1 and option.trainer.max_epochs >= 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_workload_composes_into_a_training_config(name: str) -> None:
+    option = load_option("workload", name)
+    cfg = compose_config(f"+workload={name}", "seed=3")
+
+    assert f"conf/targets/{cfg.data.name}-{cfg.model.name}.yaml" == option.workload.target_file
+    assert (cfg.batch_size, cfg.trainer.max_epochs) == (option.batch_size, option.trainer.max_epochs)
+    assert cfg.seed == 3  # the command line still wins
+    assert cfg.trainer.accelerator == ("gpu" if option.workload.tier == "gpu" else "cpu")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", CPU_WORKLOADS)
+def test_every_cpu_workload_has_a_committed_target_on_its_metric(name: str) -> None:
+    option = load_option("workload", name).workload
+    content = yaml.safe_load((REPO / option.target_file).read_text())
+
+    assert (content["metric"], content["direction"]) == (option.metric, option.direction)
+    assert content["reference"]["epochs"] == load_option("workload", name).trainer.max_epochs
+    if option.metric == "val/acc":
+        assert 0.1 < content["target"] <= 1  # clearly better than chance on 10 classes
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["regression_linear", "quadratic_linear"])
+def test_known_optimum_targets_are_reproduced_from_their_recorded_settings(name: str) -> None:
+    option = load_option("workload", name)
+    content = yaml.safe_load((REPO / option.workload.target_file).read_text())
+    reference = content["reference"]
+    data = reference["data"]
+
+    again = optimum_target(data["name"], reference["factor"], *(f"data.{k}={v}" for k, v in data.items()))
+
+    assert again["target"] == content["target"]
+    assert content["target"] == pytest.approx(reference["factor"] * reference["optimal_loss"]["val"], abs=1e-5)
+    assert again["optimal_loss"] == reference["optimal_loss"]
+    assert again["fingerprint"] == content["provenance"]["data_fingerprint"]
+    assert reference["batch_size"] == option.batch_size
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("overrides", "factor", "message"),
+    [(["digits"], 2.0, "no known optimum"), (["quadratic", "data.dimension=5", "data.n_samples=100"], 0.5, ">= 1")],
+)
+def test_optimum_target_refuses_what_it_cannot_set(overrides: list[str], factor: float, message: str) -> None:
+    with pytest.raises(OptbenchError, match=message):
+        optimum_target(overrides[0], factor, *overrides[1:])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", GPU_WORKLOADS)
+def test_gpu_workload_and_its_preset_agree(name: str) -> None:
+    cfg = compose_config(f"+workload={name}")
+    preset = yaml.safe_load((REPO / "pipelines" / "presets" / f"{name}.yaml").read_text())
+
+    assert (preset["data"], preset["model"]) == (cfg.data.name, cfg.model.name)
+    assert (preset["epochs"], preset["batch_size"]) == (cfg.trainer.max_epochs, cfg.batch_size)
+    assert (preset["trainer"], preset["precision"]) == ("gpu", cfg.precision.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CPU_WORKLOADS)
+def test_every_cpu_workload_trains_a_few_steps(name: str, make_cfg, tmp_path) -> None:
+    base = make_cfg()  # the session's store and paths; the workload's own settings on top
+    overrides = [f"metrics_path={base.metrics_path}", f"checkpoint.dir={base.checkpoint.dir}", "logger=none"]
+    cfg = workload_config(name, *overrides, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2")
+
+    metrics = train(cfg)
+
+    option = load_option("workload", name)
+    assert metrics["train/steps"] == 3 * option.trainer.max_epochs
+    assert math.isfinite(metrics[option.workload.metric])
