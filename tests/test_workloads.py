@@ -24,6 +24,7 @@ from optbench.training.models import build_model, distance_to_optimum, num_param
 from optbench.training.optimum_target import optimum_target
 from optbench.training.prepare import prepare
 from optbench.training.train import train
+from optbench.training.workloads import load_workload, workloads
 
 # --------------------------------------------------------------------------------------------------------------
 # Stand-in datasets of a workload's input shape
@@ -409,8 +410,8 @@ def test_gpu_tier_model_trains_on_generated_cifar_files(data: str, model: str, t
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = group_options("workload")
-CPU_WORKLOADS = [name for name in WORKLOADS if load_option("workload", name).workload.tier == "cpu"]
-GPU_WORKLOADS = [name for name in WORKLOADS if load_option("workload", name).workload.tier == "gpu"]
+CPU_WORKLOADS = [w.name for w in workloads("cpu")]
+GPU_WORKLOADS = [w.name for w in workloads("gpu")]
 DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
 
 
@@ -439,25 +440,30 @@ def test_the_workloads_of_issue_12_exist() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("name", WORKLOADS)
 def test_workload_config_declares_a_consistent_target(name: str) -> None:
-    option = load_option("workload", name)
-    data, model = (next(e[key] for e in option.defaults if key in e) for key in ("override /data", "override /model"))
+    workload = load_workload(name)
 
-    assert option.workload.name == name
-    assert DIRECTIONS[option.workload.metric] == option.workload.direction
-    assert option.workload.target_file == f"conf/targets/{data}-{model}.yaml"
-    assert option.batch_size >= 1 and option.trainer.max_epochs >= 1
+    assert load_option("workload", name).workload.name == name
+    assert DIRECTIONS[workload.metric] == workload.direction and workload.tier in ("cpu", "gpu")
+    assert workload.target_file == f"conf/targets/{workload.data}-{workload.model}.yaml"
+    assert workload.batch_size >= 1 and workload.epochs >= 1
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("name", WORKLOADS)
-def test_workload_composes_into_a_training_config(name: str) -> None:
-    option = load_option("workload", name)
+def test_workload_composes_into_the_training_config_it_declares(name: str) -> None:
+    workload = load_workload(name)
     cfg = compose_config(f"+workload={name}", "seed=3")
 
-    assert f"conf/targets/{cfg.data.name}-{cfg.model.name}.yaml" == option.workload.target_file
-    assert (cfg.batch_size, cfg.trainer.max_epochs) == (option.batch_size, option.trainer.max_epochs)
+    assert (cfg.data.name, cfg.model.name) == (workload.data, workload.model)
+    assert (cfg.batch_size, cfg.trainer.max_epochs) == (workload.batch_size, workload.epochs)
     assert cfg.seed == 3  # the command line still wins
-    assert cfg.trainer.accelerator == ("gpu" if option.workload.tier == "gpu" else "cpu")
+    assert cfg.trainer.accelerator == ("gpu" if workload.tier == "gpu" else "cpu")
+
+
+@pytest.mark.unit
+def test_an_unknown_workload_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="Valid options: .*mnist5k_vit"):
+        load_workload("mnist_vit")
 
 
 @pytest.mark.unit
