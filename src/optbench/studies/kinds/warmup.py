@@ -150,7 +150,7 @@ class WarmupStability:
                         "stable": [is_stable(r, cfg.loss_metric, threshold) for r in runs],
                         "diverged": [bool(r.get("diverged", 0.0) > 0) for r in runs],
                         "losses": [loss if math.isfinite(loss) else None for loss in losses],
-                        "loss": mean_ci(losses, float(cfg.confidence)),
+                        "loss": mean_ci(losses, float(cfg.confidence), (0.0, math.inf)),
                         "test_acc": mean_ci([r.get("test_acc", math.nan) for r in runs], float(cfg.confidence), (0, 1)),
                         "run_ids": [r["run_id"] for r in runs],
                     }
