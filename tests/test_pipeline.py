@@ -29,9 +29,10 @@ TINY = {
     "trainer": "cpu",
     "precision": "32-true",
     "experiment": "tiny",
-    "tune": {"space": "full", "n_studies": 2, "n_trials": 1},
+    "tune": {"space": "full", "n_studies": 2, "n_trials": 1, "n_jobs": 1},
     "target": None,
     "target_rule": "best_optimizer_median",  # no targets file for digits-mlp: the named fallback
+    "launcher": "local",
 }
 
 
