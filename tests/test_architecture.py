@@ -139,8 +139,18 @@ def test_train_help_describes_the_command_and_lists_only_the_groups_it_accepts(t
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert text.startswith("optbench-train: train one model") and "Examples:" in text
-    listed = {line.split()[0] for line in text.split("Groups (group=option):")[1].strip().splitlines()[:8]}
-    assert listed == {"data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer", "logger"}
+    listed = {line.split()[0] for line in text.split("Groups (group=option):")[1].strip().splitlines()[:9]}
+    assert listed == {
+        "workload",
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "precision",
+        "strategy",
+        "trainer",
+        "logger",
+    }
     assert "adamw" in text and "study:" not in text and "tune:" not in text and "powered by Hydra" not in text
 
 

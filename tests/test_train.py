@@ -26,6 +26,8 @@ COMPANIONS = {
     ("model", "linear"): ("data=regression",),
     ("model", "cnn"): ("data=digits",),
     ("model", "resnet18"): ("data=digits", "batch_size=16"),
+    ("model", "wide_resnet"): ("data=digits", "batch_size=16"),
+    ("model", "vit_cifar"): ("data=digits", "batch_size=16"),
     ("strategy", "ddp_spawn"): ("trainer.limit_val_batches=1", "trainer.limit_test_batches=1"),
 }
 NEEDS_GPU = {("strategy", "fsdp"), ("trainer", "gpu")}
@@ -45,7 +47,12 @@ def group_option_cases() -> list:
                 marks.append(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
             if (group, option) in ELSEWHERE:
                 marks.append(pytest.mark.skip(reason=ELSEWHERE[(group, option)]))
-            if (group, option) in {("strategy", "ddp_spawn"), ("model", "resnet18")}:
+            if (group, option) in {
+                ("strategy", "ddp_spawn"),
+                ("model", "resnet18"),
+                ("model", "wide_resnet"),
+                ("model", "vit_cifar"),
+            }:
                 marks.append(pytest.mark.slow)
             cases.append(pytest.param(group, option, marks=marks, id=f"{group}={option}"))
     return cases

@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 from conftest import compose_config
-from omegaconf import open_dict
 from torch import nn
 
 from optbench.core.config import group_options, load_option
@@ -415,20 +414,9 @@ GPU_WORKLOADS = [w.name for w in workloads("gpu")]
 DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
 
 
-def workload_declared_in_train_yaml() -> bool:
-    return any("workload" in entry for entry in load_option(".", "train").defaults if not isinstance(entry, str))
-
-
 def workload_config(name: str, *overrides: str):
-    """optbench-train's config with the workload: `workload=<name>` once conf/train.yaml lists the group
-    (`- workload: null`), `+workload=<name>` until then; the `workload` node is dropped in that case,
-    because the training config's schema does not know it yet."""
-    if workload_declared_in_train_yaml():
-        return compose_config(f"workload={name}", *overrides)
-    cfg = compose_config(f"+workload={name}", *overrides)
-    with open_dict(cfg):
-        del cfg["workload"]
-    return cfg
+    """optbench-train's config with the workload, as `optbench-train workload=<name>` composes it."""
+    return compose_config(f"workload={name}", *overrides)
 
 
 @pytest.mark.unit
@@ -452,7 +440,7 @@ def test_workload_config_declares_a_consistent_target(name: str) -> None:
 @pytest.mark.parametrize("name", WORKLOADS)
 def test_workload_composes_into_the_training_config_it_declares(name: str) -> None:
     workload = load_workload(name)
-    cfg = compose_config(f"+workload={name}", "seed=3")
+    cfg = compose_config(f"workload={name}", "seed=3")
 
     assert (cfg.data.name, cfg.model.name) == (workload.data, workload.model)
     assert (cfg.batch_size, cfg.trainer.max_epochs) == (workload.batch_size, workload.epochs)
@@ -508,7 +496,7 @@ def test_optimum_target_refuses_what_it_cannot_set(overrides: list[str], factor:
 @pytest.mark.unit
 @pytest.mark.parametrize("name", GPU_WORKLOADS)
 def test_gpu_workload_and_its_preset_agree(name: str) -> None:
-    cfg = compose_config(f"+workload={name}")
+    cfg = compose_config(f"workload={name}")
     preset = yaml.safe_load((REPO / "pipelines" / "presets" / f"{name}.yaml").read_text())
 
     assert (preset["data"], preset["model"]) == (cfg.data.name, cfg.model.name)

@@ -16,7 +16,7 @@ from optbench.core.errors import user_errors
 from optbench.core.logs import quiet_known_warnings
 
 # The groups a training run is composed of (conf/ holds others, for studies and tuning, that it refuses).
-GROUPS = ("data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer", "logger")
+GROUPS = ("workload", "data", "model", "optimizer", "scheduler", "precision", "strategy", "trainer", "logger")
 HELP = """optbench-train: train one model with one optimizer, log it to MLflow, write its final metrics.
 
 Configured by Hydra: pick an option of any group below (optimizer=sgd), override any key (optimizer.lr=0.1,
@@ -28,6 +28,7 @@ Examples:
   optbench-train optimizer=sgd optimizer.lr=0.1 scheduler=cosine seed=3
   optbench-train -m optimizer=sgd,adam,adamw seed=0,1,2   # 9 runs, then: optbench-compare
   optbench-train data=digits model=mlp logger=none trainer.max_epochs=3
+  optbench-train workload=mnist5k_vit optimizer=adam      # a workload: data, model, batch size and budget
   optbench-train best=results/tune/adam/best.json         # the settings a tuning study found
   optbench-train --cfg job                                # print the composed config, train nothing
 
