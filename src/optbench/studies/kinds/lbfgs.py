@@ -366,7 +366,7 @@ class LbfgsConvex:
                 lr = "line search" if method == LBFGS else f"{r['lr']:g}"
                 lines.append(
                     f"| {problem} | {method} | {lr} | {r['reached']}/{n} | {fmt(r['steps'], '.4g')} | "
-                    f"{fmt(r['evaluations'], '.4g')} | {fmt(r['seconds'] * 1e3, '.3g')} ms | "
+                    f"{fmt(r['evaluations'], '.4g')} | {_ms(r['seconds'])} | "
                     f"{ratios} | {'**' + claim['verdict'] + '**' if claim else ''} |"
                 )
         lines += [
@@ -378,7 +378,9 @@ class LbfgsConvex:
             for method, r in methods.items():
                 if r["sweep"]:
                     cells = ", ".join(f"{p['lr']:g}: {fmt(p['steps'], '.4g')}" for p in r["sweep"])
-                    lines.append(f"- {problem}, {method}: {cells} (chosen {r['lr']:g})")
+                    lrs = [p["lr"] for p in r["sweep"]]
+                    edge = ", at the sweep's edge" if r["lr"] in (min(lrs), max(lrs)) else ""
+                    lines.append(f"- {problem}, {method}: {cells} (chosen {r['lr']:g}{edge})")
         return lines
 
     def plot(self, verdict: dict[str, Any], path) -> None:
@@ -399,3 +401,7 @@ class LbfgsConvex:
             )
             ax.legend(fontsize=8)
         save_figure(fig, path)
+
+
+def _ms(seconds: float) -> str:
+    return "n/a" if not math.isfinite(seconds) else f"{seconds * 1e3:.3g} ms"
