@@ -33,8 +33,20 @@ from optbench.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = ("loss_vs_lr_scale", "grad_accumulation", "ddp_equivalence")
-TUNED = ("adam_vs_sgd", "momentum", "schedules")
-STUDIES = (*EXACT, *TUNED, "adamw_vs_adam_l2", "grad_clipping", "batch_size_scaling", "precision", "optimizer_memory")
+TUNED = ("adam_vs_sgd", "momentum", "schedules", "layerwise_lr")
+STUDIES = (
+    *EXACT,
+    *TUNED,
+    "adamw_vs_adam_l2",
+    "grad_clipping",
+    "batch_size_scaling",
+    "precision",
+    "optimizer_memory",
+    "large_batch",
+    "warmup_stability",
+    "adaptive_lr_decay",
+    "lbfgs_convex",
+)
 
 
 def test_params_path_saves_the_final_state_dict_loadable_into_the_model(make_cfg, tmp_path):
