@@ -182,6 +182,15 @@ def test_an_unknown_workload_is_refused_with_the_valid_names(suite_store):
 
 
 @pytest.mark.unit
+def test_the_command_reports_bad_input_in_one_paragraph_and_exits_2(suite_store):
+    command = [str(Path(sys.executable).parent / "optbench-suite"), "params_file=params.yaml", "workloads=[nosuch]"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unknown workload(s) nosuch; the suite's workloads are digits_mlp, regression_linear" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.unit
 def test_no_runs_found_says_which_command_trains_them(suite_store):
     with pytest.raises(ConfigError, match=r"workload digits_mlp.*dvc repro pipelines/suite/dvc.yaml"):
         build_suite(suite_cfg(suite_store, "seeds=[7]"))
