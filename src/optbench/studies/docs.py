@@ -10,8 +10,8 @@ A generated part sits between two markers in a Markdown file, and everything bet
     <!-- end generated: adam_vs_sgd -->
 
 Parts: `studies` (one line per study: verdicts, runs, minutes), one per study (each claim with its value,
-interval, adjusted p-value and verdict), and `main-results` (the table of results/compare/report.md, the
-main pipeline's report). The prose around them is written by hand and holds no measured number.
+interval, adjusted p-value and verdict), `main-results` (the table of results/compare/report.md, the
+main pipeline's report) and `suite-scores` (the score table of the workload suite's report). The prose around them is written by hand and holds no measured number.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from optbench.studies.config import RESULTS_ROOT, study_names
 
 MARKER = re.compile(r"<!-- generated: (?P<key>[\w.-]+)[^>]*-->\n(?P<body>.*?)<!-- end generated: (?P=key) -->", re.S)
 MAIN_REPORT = Path("results/compare/report.md")
+SUITE_REPORT = Path("pipelines/suite/results/report/report.md")
 DOCS = (Path("docs/studies.md"), Path("README.md"))
 
 
@@ -137,6 +138,10 @@ def parts(root: Path) -> list[Part]:
     ]
     if (root / MAIN_REPORT).is_file():
         found.append(Part("main-results", root / MAIN_REPORT, lambda: main_results(root / MAIN_REPORT)))
+    if (root / SUITE_REPORT).is_file():
+        from optbench.suite.report import score_section
+
+        found.append(Part("suite-scores", root / SUITE_REPORT, lambda: score_section(root / SUITE_REPORT)))
     return found
 
 
