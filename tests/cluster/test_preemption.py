@@ -71,6 +71,18 @@ def wait_for_checkpoint(cwd: Path, timeout: float = 300) -> None:
     pytest.fail("training wrote no checkpoint")
 
 
+def start_requeued_now(job_id: str, timeout: float = 120) -> None:
+    """SLURM holds a requeued job for about two minutes (its begin time); start it now instead, so the test
+    waits for the resume, not for that hold."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job_id in jobs("PENDING"):
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+            return
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} was not requeued")
+
+
 def job_logs(cwd: Path) -> str:
     return "\n".join(p.read_text()[-4000:] for p in sorted(cwd.glob("multirun/*/*/.submitit/*/*_log.out")))
 
@@ -107,6 +119,7 @@ def test_an_interrupted_job_requeues_and_finishes_its_run_like_an_uninterrupted_
         subprocess.run(["scontrol", "requeue", job_id], check=True)
     else:  # what SLURM sends `signal_delay_s` before the time limit: submitit's USR2, to the job's steps
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    start_requeued_now(job_id)
     finish(job, tmp_path)
 
     logs = job_logs(tmp_path)
