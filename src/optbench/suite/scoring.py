@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.compare.profiles import R_MAX, profile_ratios, profile_score
+from optbench.compare.runs import seconds_at
 from optbench.stats import first_crossing, mean_ci, median_time_to_target
 
 TIME_COLUMNS = {"steps": "steps_to_target", "seconds": "seconds_to_target"}
@@ -34,18 +35,6 @@ TIME_COLUMNS = {"steps": "steps_to_target", "seconds": "seconds_to_target"}
 def higher_is_better(direction: str) -> bool:
     """maximize (an accuracy) or minimize (a loss), as a targets file says."""
     return direction == "maximize"
-
-
-def seconds_at(times: pd.DataFrame, steps: Sequence[float]) -> np.ndarray:
-    """time/train_s at `steps`, interpolated by step (0 s at step 0); NaN without a time curve."""
-    steps = np.asarray(list(steps), dtype=float)
-    if times.empty:
-        return np.full(len(steps), math.nan)
-    t = times.sort_values("step").drop_duplicates("step", keep="last")
-    xs, ys = t.step.to_numpy(float), t.value.to_numpy(float)
-    if xs[0] > 0:
-        xs, ys = np.concatenate([[0.0], xs]), np.concatenate([[0.0], ys])
-    return np.interp(steps, xs, ys)
 
 
 def run_times(curve: pd.DataFrame, times: pd.DataFrame, target: float, direction: str) -> dict[str, float | bool]:

@@ -109,14 +109,7 @@ class FullBatchRun:
                 break  # diverged: it never reaches the tolerance
             if curve[-1] <= tolerance:
                 reached = {"steps": step, "evaluations": self.evaluations, "seconds": seconds}
-        return {
-            "steps": reached["steps"] if reached else None,
-            "evaluations": reached["evaluations"] if reached else None,
-            "seconds": reached["seconds"] if reached else None,
-            "steps_run": len(curve) - 1,
-            "final_distance": curve[-1],
-            "curve": curve,
-        }
+        return run_record(reached, curve)
 
 
 def elapsed(start: float, device: str) -> float:
@@ -152,6 +145,11 @@ def lbfgs_run(run_cfg: DictConfig, data, tolerance: float, max_steps: int, devic
         iterations = run.optimizer.state[next(run.model.parameters())]["n_iter"]
         if not math.isfinite(curve[-1]) or iterations < k:
             break  # L-BFGS stopped by its own tests: more iterations allowed give the same point
+    return run_record(reached, curve)
+
+
+def run_record(reached: dict[str, Any] | None, curve: list[float]) -> dict[str, Any]:
+    """One run's record: steps, evaluations and seconds to the tolerance (None: never reached) and its curve."""
     return {
         "steps": reached["steps"] if reached else None,
         "evaluations": reached["evaluations"] if reached else None,
